@@ -1,0 +1,33 @@
+# Quick start (README): `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SRC := $(shell find ab plugins -name '*.py' -o -name '*.j2' -o -name 'pyproject.toml' 2>/dev/null) pyproject.toml
+
+.PHONY: setup demo test bench clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q ".[plot,ray,llm,test]"
+	touch $(STAMP)
+
+# Reinstall our own package (no dependencies) whenever its sources change, so the installed copy is current.
+$(VENV)/.pkg: $(STAMP) $(SRC)
+	$(PY) -m pip install -q --no-deps --force-reinstall .
+	touch $(VENV)/.pkg
+
+setup: $(VENV)/.pkg
+
+demo: setup
+	$(PY) -m ab.gpt.brute.fract.demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/bench_generate.py
+
+clean-venv:
+	rm -rf $(VENV)

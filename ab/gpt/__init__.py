@@ -1,0 +1,1 @@
+"""NNGPT extensions: fractal network generation and evaluation (nn-gpt-fractal)."""

@@ -1,0 +1,186 @@
+"""Generate FractalNet variants as LEMUR model files (the paper's `AlterNNFN`).
+
+    python -m ab.gpt.brute.fract.AlterNNFN --help
+
+Every dimension takes a comma list (integers also ranges like 1-4). Unset dimensions use the default
+space, widened by installed plugins. Output defaults to <LEMUR root>/out/fractal, where NNEval looks.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from . import cli_util
+from .families import NONE
+from .generate import OutputError, generate
+from .generators import Request
+from .manifest import ManifestError
+from .paths import models_dir
+from .registry import default_registry
+from .space import PAPER_CHANNELS, Space, SpaceError
+from .spec import SpecError
+
+
+def _channels(values: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
+    out = []
+    for v in values:
+        if v == "paper":
+            out.append(PAPER_CHANNELS)
+        else:
+            out.append(cli_util.int_list(v, "channels"))
+    return tuple(out)
+
+
+def build_space(kind, depth, columns, plain_layers, channels, conv, norm, act, order, dropout, join,
+                local_drop, global_drop, pool, head) -> Space:
+    reg = default_registry()
+    space = Space.default(reg, kind=kind)
+    changes = {}
+    if depth:
+        changes["depth"] = cli_util.int_list(depth, "depth")
+    if columns:
+        changes["columns"] = cli_util.int_list(columns, "columns")
+    if plain_layers:
+        changes["plain_layers"] = cli_util.int_list(plain_layers, "plain-layers")
+    if channels:
+        changes["channels"] = _channels(channels)
+    for name, value in (("conv", conv), ("norm", norm), ("act", act), ("order", order), ("join", join),
+                        ("pool", pool), ("head", head)):
+        if value:
+            changes[name] = cli_util.str_list(value)
+    for name, value in (("dropout", dropout), ("local_drop", local_drop), ("global_drop", global_drop)):
+        if value:
+            changes[name] = cli_util.float_list(value, name.replace("_", "-"))
+    space = space.with_values(**changes)
+    space.validate(reg)
+    return space
+
+
+def list_plugins() -> None:
+    reg = default_registry()
+    for name, c in reg.contributions.items():
+        click.echo(f"{name}:")
+        click.echo(f"  layer families: {', '.join(c.families) or '-'}")
+        click.echo(f"  layer options:  {', '.join(c.options) or '-'}")
+        click.echo(f"  generators:     {', '.join(c.generators) or '-'}")
+    for err in reg.errors:
+        click.echo(f"failed: {err}")
+
+
+def list_space(space: Space) -> None:
+    reg = default_registry()
+    click.echo(f"{'dimension':<13}{'n':>4}  values")
+    for name, n, shown in space.describe():
+        click.echo(f"{name:<13}{n:>4}  {shown}")
+    canonical = sum(1 for _ in space)
+    click.echo(f"raw points: {space.raw_size}; canonical specs: {canonical} "
+               f"(distinct architectures are counted after validation)")
+    click.echo("layer options by slot: " + "; ".join(
+        f"{slot}: {', '.join(reg.options_for(slot) + ([NONE] if slot in ('norm', 'act') else []))}"
+        for slot in ("conv", "norm", "act")))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--kind", type=click.Choice(["fractal", "plain"]), default="fractal", show_default=True,
+              help="fractal networks, or plain (non-fractal) baselines built from the same layers")
+@click.option("--depth", help="fractal depth N: number of blocks, each followed by 2x2 pooling [1-4]")
+@click.option("--columns", help="columns C of each fractal block [1-4]")
+@click.option("--plain-layers", help="ops in a plain baseline (with --kind plain) [5,10,20,40]")
+@click.option("--channels", multiple=True, help="channel schedule per block, e.g. 64,128,256,512,512 "
+              "or 'paper'; repeat for several [paper]")
+@click.option("--conv", help="convolution options, e.g. conv3x3,conv5x5 (see --list-space)")
+@click.option("--norm", help="normalization options including none, e.g. none,bn,inorm")
+@click.option("--act", help="activation options, e.g. relu,gelu,silu")
+@click.option("--order", help="layer orders inside a column op [conv-norm-act,norm-act-conv]")
+@click.option("--dropout", help="dropout rates in [0, 1) at the end of each op [0,0.2]")
+@click.option("--join", help="join rules: mean, sum, max [mean,max]")
+@click.option("--local-drop", help="local drop-path rates in [0, 1) [0.15]")
+@click.option("--global-drop", help="share of batches using global drop-path, in [0, 1] [0.5]")
+@click.option("--pool", help="pooling after each block: max, avg [max]")
+@click.option("--head", help="classifier head: gap (global average pool + linear), flatten [gap]")
+@click.option("--generator", "generator_name", default="enumerate", show_default=True,
+              help="how to pick points: enumerate, random, stratified, or a plugin's (see --list-plugins)")
+@click.option("--gen-opt", multiple=True, metavar="KEY=VALUE", help="option passed to the generator")
+@click.option("--limit", type=click.IntRange(min=1), help="stop after this many new valid models")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of random/stratified sampling")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="output folder [<LEMUR root>/out/fractal]")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="sandboxed validation processes")
+@click.option("--validate", "mode", type=click.Choice(["meta", "real"]), default="meta", show_default=True,
+              help="meta: shapes, signature, forward+backward on the meta device; real: also real CPU "
+                   "tensors, train_setup and learn")
+@click.option("--timeout", type=click.FloatRange(min=1), default=120, show_default=True,
+              help="seconds allowed to validate one model")
+@click.option("--dry-run", is_flag=True, help="show what would be generated; write nothing")
+@click.option("--list-space", "show_space", is_flag=True, help="list the space's dimensions and size")
+@click.option("--list-plugins", "show_plugins", is_flag=True, help="list loaded plugins and contributions")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+def main(kind, depth, columns, plain_layers, channels, conv, norm, act, order, dropout, join, local_drop,
+         global_drop, pool, head, generator_name, gen_opt, limit, seed, out, workers, mode, timeout, dry_run,
+         show_space, show_plugins, quiet):
+    """Generate and validate FractalNet variants as LEMUR model files.
+
+    Each point of the declared space is rendered through the Jinja2 template, statically checked,
+    then instantiated and run forward and backward in a sandboxed process; only models that pass and
+    are architecturally distinct from earlier ones are written. Reruns skip finished work.
+    """
+    if show_plugins:
+        list_plugins()
+        return 0
+    space = build_space(kind, depth, columns, plain_layers, channels, conv, norm, act, order, dropout, join,
+                        local_drop, global_drop, pool, head)
+    if show_space:
+        list_space(space)
+        return 0
+    reg = default_registry()
+    if generator_name not in reg.generators:
+        raise click.BadParameter(f"unknown generator {generator_name!r}: choose from "
+                                 f"{', '.join(reg.generators)}", param_hint="--generator")
+    options = {}
+    for item in gen_opt:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--gen-opt")
+        k, v = item.split("=", 1)
+        options[k.strip()] = v
+    out = out or models_dir()
+    request = Request(limit=limit, seed=seed, options=options, out_dir=out)
+    specs = reg.generators[generator_name].propose(space, request)
+    if dry_run:
+        preview = list(itertools.islice(specs, limit)) if limit else list(specs)
+        for spec in preview[:20]:
+            click.echo(spec.name)
+        click.echo(f"dry run: {len(preview)} specs would be proposed to validation into {out}")
+        return 0
+
+    builtin = generator_name in ("enumerate", "random", "stratified")
+    total = limit or (sum(1 for _ in space) if builtin else None)
+    started = time.perf_counter()
+    with tqdm(total=total, desc="generating", unit="model", disable=quiet) as bar:
+        def progress(status: str, name: str) -> None:
+            if status == "valid" or limit is None:
+                bar.update(1)
+            bar.set_postfix_str(status, refresh=False)
+
+        outcome = generate(specs, reg, out, limit=limit, generator=generator_name, workers=workers,
+                           mode=mode, timeout=timeout, progress=progress)
+    elapsed = time.perf_counter() - started
+    validated = len(outcome.accepted) + len(outcome.invalid) + len(outcome.duplicates)
+    click.echo(f"{len(outcome.accepted)} new valid models, {len(outcome.duplicates)} duplicates, "
+               f"{len(outcome.invalid)} invalid, {outcome.skipped} already done; "
+               f"{validated} validated in {elapsed:.1f} s ({validated / max(elapsed, 1e-9):.1f}/s) -> {out}")
+    for name, reason in outcome.invalid[:10]:
+        click.echo(f"invalid: {name}: {reason}", err=True)
+    return 0
+
+
+def cli(args: list[str] | None = None) -> None:
+    cli_util.run(main, args, errors=(SpaceError, SpecError, ManifestError, OutputError))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,82 @@
+"""Renders an `ArchSpec` into a LEMUR model file through the Jinja2 template `templates/fractal_net.py.j2`.
+
+Python resolves every choice into plain values (constructor expressions, constants); the template only
+lays them out. StrictUndefined turns any missing value into an error instead of silent empty text.
+"""
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+import jinja2
+
+from . import __version__
+from .registry import Registry
+from .spec import ArchSpec
+
+_JOIN = {
+    "mean": ("Element-wise mean", "torch.stack(inputs).mean(dim=0)"),
+    "sum": ("Element-wise sum", "torch.stack(inputs).sum(dim=0)"),
+    "max": ("Element-wise maximum", "torch.stack(inputs).amax(dim=0)"),
+}
+_POOL = {"max": "nn.MaxPool2d(2)", "avg": "nn.AvgPool2d(2)"}
+
+
+@lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("ab.gpt.brute.fract", "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    return env.get_template("fractal_net.py.j2")
+
+
+def op_lines(spec: ArchSpec, registry: Registry) -> list[str]:
+    """Constructor expressions of one column op; the first conv maps c_in to c_out."""
+    lines, current = [], "c_in"
+    for name in spec.layers:
+        opt = registry.option(name)
+        if opt.slot == "conv":
+            lines.append(opt.code.format(c_in=current, c_out="c_out"))
+            current = "c_out"
+        else:
+            lines.append(opt.code.format(ch=current, p=spec.dropout))
+    return lines
+
+
+def helpers(spec: ArchSpec, registry: Registry) -> list[str]:
+    seen: list[str] = []
+    for name in spec.layers:
+        src = registry.option(name).helper.strip()
+        if src and src not in seen:
+            seen.append(src)
+    return seen
+
+
+def render(spec: ArchSpec, registry: Registry) -> str:
+    unknown = [n for n in spec.layers if n not in registry.options]
+    if unknown:
+        raise KeyError(f"unknown layer option(s) {', '.join(unknown)}; registered: {', '.join(registry.options)}")
+    if not any(registry.option(n).slot == "conv" for n in spec.layers):
+        raise ValueError("a column op needs at least one conv-slot layer")
+    join_doc, join_expr = _JOIN[spec.join]
+    if spec.kind == "fractal":
+        description = f"FractalNet, {spec.depth} blocks of {spec.columns} columns."
+        summary = f"FractalNet: {spec.depth} fractal blocks x {spec.columns} columns, {spec.pool}-pool after each."
+    else:
+        description = f"plain baseline, {spec.plain_layers} ops in {spec.depth} blocks."
+        summary = f"Plain network: {spec.plain_layers} ops over {spec.depth} blocks, {spec.pool}-pool after each."
+    return _template().render(
+        name=spec.name, description=description, summary=summary, version=__version__,
+        spec=spec, spec_json=spec.to_json(), channels=repr(spec.channels),
+        op_lines=op_lines(spec, registry), helpers=helpers(spec, registry),
+        join_doc=join_doc, join_expr=join_expr, pool_expr=_POOL[spec.pool],
+    )
+
+
+def code_hash(code: str) -> str:
+    return hashlib.sha256(code.encode()).hexdigest()[:16]

@@ -1,0 +1,199 @@
+"""Validation of one model file, run inside a sandbox worker (never in the main process).
+
+`check_model_file` imports the file in isolation, checks the LEMUR contract, instantiates `Net` for
+CIFAR-10 shapes, runs an eval forward (recording the architecture signature and FLOPs) and a training
+forward and backward. Mode "meta" does this on the meta device (shapes only, no memory, milliseconds);
+mode "real" runs on the CPU with real tensors and also calls `train_setup` and two `learn` steps.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import itertools
+import math
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
+from torch.utils.flop_counter import flop_registry
+
+DEFAULT_PRM = {"lr": 0.01, "momentum": 0.9, "dropout": 0.2}
+KNOWN_HYPERPARAMETERS = {"lr", "momentum", "dropout"}
+_counter = itertools.count()
+
+
+class MetaShapeCache(TorchDispatchMode):
+    """Memoises meta-device kernels: many of torch's meta kernels are Python reference code
+    (batch norm, gelu, ...) costing milliseconds, and a space's models repeat the same op on the same
+    shapes. The output metadata of a functional op is a pure function of its inputs' metadata and its
+    other arguments, so a hit returns fresh empty tensors of the recorded shape, stride and dtype.
+    Mutating and aliasing ops (in-place updates, views) always run for real."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cache: dict = {}
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def _key(x):
+        if isinstance(x, torch.Tensor):
+            return ("T", tuple(x.shape), x.stride(), x.dtype, x.device.type, x.storage_offset())
+        if isinstance(x, (list, tuple)):
+            return (type(x).__name__,) + tuple(MetaShapeCache._key(v) for v in x)
+        if isinstance(x, dict):
+            return ("D",) + tuple((k, MetaShapeCache._key(v)) for k, v in sorted(x.items()))
+        return x
+
+    @staticmethod
+    def _cacheable(func) -> bool:
+        schema = func._schema
+        return not schema.is_mutable and all(r.alias_info is None for r in schema.returns)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        leaves = tree_leaves((args, kwargs))
+        tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
+        if not tensors or any(t.device.type != "meta" for t in tensors) or not self._cacheable(func):
+            return func(*args, **kwargs)
+        try:
+            key = (func, self._key(args), self._key(kwargs))
+            hash(key)
+        except TypeError:
+            return func(*args, **kwargs)
+        recipe = self.cache.get(key)
+        if recipe is None:
+            self.misses += 1
+            out = func(*args, **kwargs)
+            flat, spec = tree_flatten(out)
+            if all(isinstance(t, torch.Tensor) for t in flat):
+                self.cache[key] = ([(tuple(t.shape), t.stride(), t.dtype) for t in flat], spec)
+            return out
+        self.hits += 1
+        metas, spec = recipe
+        return tree_unflatten([torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+                               for shape, stride, dtype in metas], spec)
+
+
+_META_CACHE = MetaShapeCache()
+
+
+class ContractError(ValueError):
+    """The model breaks the LEMUR model contract."""
+
+
+def import_isolated(path: str | Path):
+    """Import a model file under a fresh module name; it is removed from sys.modules afterwards."""
+    name = f"_fractal_candidate_{next(_counter)}"
+    spec = importlib.util.spec_from_file_location(name, str(path))
+    if spec is None or spec.loader is None:
+        raise ContractError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(name, None)
+    return module
+
+
+class _DataflowTrace(TorchDispatchMode):
+    """Records each aten op with its output shapes and which earlier op outputs it consumed, and counts
+    FLOPs with torch's own per-op formulas (the ones FlopCounterMode uses, without its module hooks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+        self.lines: list[str] = []
+        self._produced: dict[int, int] = {}
+        self._keep: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.flops += int(formula(*args, **kwargs, out_val=out))
+        srcs = [self._produced.get(id(t), -1) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        idx = len(self.lines)
+        for t in outs:
+            self._produced[id(t)] = idx
+        self._keep.append(out)
+        shapes = [tuple(t.shape) for t in outs]
+        self.lines.append(f"{func}:{srcs}->{shapes}")
+        return out
+
+
+def module_tree(model: torch.nn.Module) -> str:
+    return "\n".join(f"{n}:{type(m).__name__}({m.extra_repr()})" for n, m in model.named_modules())
+
+
+def architecture_signature(model: torch.nn.Module, x: torch.Tensor) -> tuple[str, int]:
+    """(signature, flops): a hash of the module tree and the eval-mode dataflow graph, and its FLOPs."""
+    was_training = model.training
+    model.eval()
+    trace = _DataflowTrace()
+    with torch.no_grad(), trace:
+        model(x)
+    model.train(was_training)
+    text = module_tree(model) + "\n--\n" + "\n".join(trace.lines)
+    return hashlib.sha256(text.encode()).hexdigest()[:20], trace.flops
+
+
+def check_model_file(path: str, mode: str = "meta", in_shape=(1, 3, 32, 32), out_shape=(10,),
+                     batch: int = 2, seed: int = 0) -> dict:
+    """Validate one model file; returns signature, parameter count and FLOPs, or raises."""
+    if mode not in ("meta", "real"):
+        raise ValueError(f"mode must be meta or real, not {mode!r}")
+    module = import_isolated(path)
+    for attr in ("supported_hyperparameters", "Net"):
+        if not hasattr(module, attr):
+            raise ContractError(f"missing {attr}")
+    hps = module.supported_hyperparameters()
+    if not isinstance(hps, (set, frozenset)) or not all(isinstance(h, str) for h in hps):
+        raise ContractError("supported_hyperparameters() must return a set of names")
+    if not hps <= KNOWN_HYPERPARAMETERS:
+        raise ContractError(f"unknown hyperparameters {sorted(hps - KNOWN_HYPERPARAMETERS)}")
+    net_cls = module.Net
+    if not (isinstance(net_cls, type) and issubclass(net_cls, torch.nn.Module)):
+        raise ContractError("Net must be a torch.nn.Module subclass")
+    for m in ("train_setup", "learn", "forward"):
+        if not callable(getattr(net_cls, m, None)):
+            raise ContractError(f"Net lacks {m}()")
+
+    with _META_CACHE:  # acts on meta tensors only
+        return _exercise(net_cls, mode, tuple(in_shape), tuple(out_shape), batch, seed)
+
+
+def _exercise(net_cls, mode: str, in_shape: tuple, out_shape: tuple, batch: int, seed: int) -> dict:
+    torch.manual_seed(seed)
+    prm = dict(DEFAULT_PRM)
+    meta = torch.device("meta")
+    with meta:  # the signature always comes from a meta instance, so it is the same in both modes
+        model = net_cls(tuple(in_shape), tuple(out_shape), prm, meta)
+    params = sum(p.numel() for p in model.parameters())
+    signature, flops = architecture_signature(model, torch.zeros(in_shape, device=meta))
+    device = meta
+    if mode == "real":
+        device = torch.device("cpu")
+        model = net_cls(tuple(in_shape), tuple(out_shape), prm, device)
+
+    model.train()
+    x = torch.randn((batch,) + tuple(in_shape[1:]), device=device)
+    out = model(x)
+    if tuple(out.shape) != (batch, out_shape[0]):
+        raise ContractError(f"forward returned shape {tuple(out.shape)}, expected {(batch, out_shape[0])}")
+    out.float().sum().backward()
+    if not any(p.grad is not None for p in model.parameters()):
+        raise ContractError("backward reached no parameter")
+    model.train_setup(prm)
+    result = {"signature": signature, "params": params, "flops": flops, "mode": mode}
+    if mode == "real":
+        labels = torch.randint(out_shape[0], (batch,))
+        acc, loss = model.learn([(x, labels), (x, labels)])
+        if not (0.0 <= float(acc) <= 1.0) or not math.isfinite(float(loss)):
+            raise ContractError(f"learn() returned ({acc}, {loss}), expected (accuracy in [0,1], finite loss)")
+        result.update(learn_accuracy=float(acc), learn_loss=float(loss))
+    return result
