@@ -54,8 +54,9 @@ def _grid_options(f):
 
 def _config(kw: dict) -> BoundaryConfig:
     """Build and validate the settings; errors become click usage errors (exit code 2)."""
-    res_x = kw.pop("res_x") or kw["res"]
-    res_y = kw.pop("res_y") or kw.pop("res")
+    res = kw.pop("res")
+    res_x, res_y = kw.pop("res_x"), kw.pop("res_y")
+    res_x, res_y = (res if res_x is None else res_x), (res if res_y is None else res_y)
     x = Axis(kw.pop("x_knob"), kw.pop("x_lo"), kw.pop("x_hi"), res_x, kw.pop("x_log"))
     y = Axis(kw.pop("y_knob"), kw.pop("y_lo"), kw.pop("y_hi"), res_y, kw.pop("y_log"))
     cfg = BoundaryConfig(x=x, y=y, **kw)
