@@ -7,6 +7,7 @@ interrupted run resumes, and nothing that exists is ever wiped.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from .fractal_template import code_hash, render
 from .manifest import Manifest
 from .registry import Registry
 from .sandbox import Limits, Sandbox, SandboxError
+from .generators import CodeProposal
 from .spec import ArchSpec
 
 VALIDATE = "ab.gpt.brute.fract.validate:check_model_file"
@@ -54,10 +56,28 @@ def file_intact(folder: Path, record: dict) -> bool:
     return path.exists() and code_hash(path.read_text()) == record.get("code_hash")
 
 
-def generate(specs: Iterable[ArchSpec], registry: Registry, out: Path, *, limit: int | None,
-             generator: str, workers: int = 2, mode: str = "meta", timeout: float = 120.0,
+@dataclass(frozen=True)
+class Candidate:
+    """One proposal made concrete: its name, manifest key, code and the record fields it carries."""
+
+    name: str
+    key: str
+    code: str
+    fields: dict
+
+
+def candidate(item: ArchSpec | CodeProposal, registry: Registry) -> Candidate:
+    if isinstance(item, CodeProposal):
+        stem = re.sub(r"[^A-Za-z0-9_]", "_", item.name)[:80] or "Model"
+        name = f"{stem}_{item.key[5:]}"
+        return Candidate(name, item.key, item.code, {"spec": None, "origin": item.origin})
+    return Candidate(item.name, item.spec_hash, render(item, registry), {"spec": item.to_dict()})
+
+
+def generate(proposals: Iterable[ArchSpec | CodeProposal], registry: Registry, out: Path, *,
+             limit: int | None, generator: str, workers: int = 2, mode: str = "meta", timeout: float = 120.0,
              progress: Callable[[str, str], None] | None = None) -> Outcome:
-    """Validate and write up to `limit` new distinct models from `specs` into `out`."""
+    """Validate and write up to `limit` new distinct models from `proposals` into `out`."""
     check_writable(out)
     manifest = Manifest.load(out)
     staging = out / STAGING
@@ -65,76 +85,66 @@ def generate(specs: Iterable[ArchSpec], registry: Registry, out: Path, *, limit:
     signatures = manifest.signatures()
     outcome = Outcome()
     note = progress or (lambda status, name: None)
-    pending: dict[Future, tuple[ArchSpec, str, Path]] = {}
+    pending: dict[Future, tuple[Candidate, Path]] = {}
+
+    def record(c: Candidate, status: str, reason: str = "", **extra) -> None:
+        manifest.add({"name": c.name, "spec_hash": c.key, "code_hash": code_hash(c.code), "generator": generator,
+                      "validation": mode, "status": status, "reason": reason, **c.fields, **extra})
+        if status != "valid":
+            (outcome.invalid if status == "invalid" else outcome.duplicates).append((c.name, reason))
+        outcome.counts[status] += 1
+        note(status, c.name)
 
     def settle(fut: Future) -> None:
-        spec, code, path = pending.pop(fut)
-        base = {"name": spec.name, "spec": spec.to_dict(), "spec_hash": spec.spec_hash,
-                "code_hash": code_hash(code), "generator": generator, "validation": mode}
+        c, path = pending.pop(fut)
         try:
             result = fut.result()
         except SandboxError as e:
-            reason = str(e)
-            manifest.add({**base, "status": "invalid", "reason": reason})
-            outcome.invalid.append((spec.name, reason))
-            outcome.counts["invalid"] += 1
-            note("invalid", spec.name)
             path.unlink(missing_ok=True)
+            record(c, "invalid", str(e))
             return
         sig = result["signature"]
         meta = {"signature": sig, "params": result["params"], "flops": result["flops"]}
         if sig in signatures:
-            manifest.add({**base, **meta, "status": "duplicate", "reason": f"same architecture as {signatures[sig]}"})
-            outcome.duplicates.append((spec.name, signatures[sig]))
-            outcome.counts["duplicate"] += 1
-            note("duplicate", spec.name)
             path.unlink(missing_ok=True)
+            record(c, "duplicate", f"same architecture as {signatures[sig]}", **meta)
             return
         if limit is not None and len(outcome.accepted) >= limit:
             path.unlink(missing_ok=True)
             return
-        os.replace(path, out / f"{spec.name}.py")
-        signatures[sig] = spec.name
-        manifest.add({**base, **meta, "status": "valid", "reason": "", "file": f"{spec.name}.py"})
-        outcome.accepted.append(spec.name)
-        outcome.counts["valid"] += 1
-        note("valid", spec.name)
+        os.replace(path, out / f"{c.name}.py")
+        signatures[sig] = c.name
+        outcome.accepted.append(c.name)
+        record(c, "valid", file=f"{c.name}.py", **meta)
 
-    with Sandbox(workers=workers, limits=Limits(timeout_s=timeout), run_dir=staging) as box:
-        for spec in specs:
-            if limit is not None and len(outcome.accepted) + len(pending) >= limit:
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                for f in done:
-                    settle(f)
-                if len(outcome.accepted) >= limit:
-                    break
-            old = manifest.records.get(spec.spec_hash)
-            if old is not None and (old["status"] != "valid" or file_intact(out, old)):
-                outcome.skipped += 1
-                note("skipped", spec.name)
-                continue
-            code = render(spec, registry)
-            findings = codecheck.check_source(code) + codecheck.check_contract(code)
-            if findings:
-                reason = "; ".join(map(str, findings[:3]))
-                manifest.add({"name": spec.name, "spec": spec.to_dict(), "spec_hash": spec.spec_hash,
-                              "code_hash": code_hash(code), "generator": generator, "status": "invalid",
-                              "reason": f"static check: {reason}"})
-                outcome.invalid.append((spec.name, reason))
-                outcome.counts["invalid"] += 1
-                note("invalid", spec.name)
-                continue
-            path = staging / f"{spec.name}.py"
-            write_text(path, code)
-            pending[box.submit(VALIDATE, path=str(path), mode=mode)] = (spec, code, path)
-            while len(pending) >= 2 * workers:
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                for f in done:
-                    settle(f)
-        while pending:
+    def drain(until: int) -> None:
+        while len(pending) > until:
             done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
             for f in done:
                 settle(f)
+
+    with Sandbox(workers=workers, limits=Limits(timeout_s=timeout), run_dir=staging) as box:
+        for item in proposals:
+            if limit is not None and len(outcome.accepted) + len(pending) >= limit:
+                drain(len(pending) - 1)
+                if len(outcome.accepted) >= limit:
+                    break
+            key = item.key if isinstance(item, CodeProposal) else item.spec_hash
+            old = manifest.records.get(key)
+            if old is not None and (old["status"] != "valid" or file_intact(out, old)):
+                outcome.skipped += 1
+                note("skipped", old["name"])
+                continue
+            c = candidate(item, registry)
+            findings = codecheck.check_source(c.code) + codecheck.check_contract(c.code)
+            if findings:
+                record(c, "invalid", "static check: " + "; ".join(map(str, findings[:3])))
+                continue
+            path = staging / f"{c.name}.py"
+            write_text(path, c.code)
+            pending[box.submit(VALIDATE, path=str(path), mode=mode)] = (c, path)
+            drain(2 * workers - 1)
+        drain(0)
     try:
         staging.rmdir()
     except OSError:

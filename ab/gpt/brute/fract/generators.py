@@ -6,6 +6,7 @@ over (depth, columns) cells). Plugins add more (e.g. an LLM generator) through t
 """
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,10 +26,25 @@ class Request:
 
 
 @dataclass(frozen=True)
+class CodeProposal:
+    """A whole model file proposed as code (e.g. written by an LLM) instead of a spec.
+
+    It goes through the same static checks and sandboxed validation as rendered specs."""
+
+    name: str
+    code: str
+    origin: str = ""
+
+    @property
+    def key(self) -> str:
+        return "code-" + hashlib.sha256(self.code.encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
 class Generator:
     name: str
     description: str
-    propose: Callable[[Space, Request], Iterable[ArchSpec]]
+    propose: Callable[[Space, Request], Iterable[ArchSpec | CodeProposal]]
 
 
 def _unique(specs: Iterable[ArchSpec]) -> Iterator[ArchSpec]:
