@@ -1,0 +1,1 @@
+"""nn-gpt-fractal plugin adding depthwise-separable convolution and GroupNorm layer options."""
