@@ -150,7 +150,7 @@ def heatmap(r: Results) -> plt.Figure:
         i, j = depths.index(row["depth"]), cols.index(row["columns"])
         ci = "" if math.isnan(row["acc_lo"]) else f"\n±{50 * (row['acc_hi'] - row['acc_lo']):.1f}"
         bright = z[i, j] > np.nanmean(z)
-        ax.text(j, i, f"{100 * row['acc_mean']:.1f}{ci}\nn={row['models']}", ha="center", va="center",
+        ax.text(j, i, f"{100 * row['acc_mean']:.1f}{ci}\nn={int(row['models'])}", ha="center", va="center",
                 fontsize=8, color="black" if bright else "white")
     ax.set_xticks(range(len(cols)), [str(c) for c in cols])
     ax.set_yticks(range(len(depths)), [str(d) for d in depths])
