@@ -15,14 +15,15 @@ import click
 from tqdm import tqdm
 
 from . import cli_util
+from .baselines import baselines_for
 from .families import NONE
 from .generate import OutputError, generate
 from .generators import Request
-from .manifest import ManifestError
+from .manifest import Manifest, ManifestError
 from .paths import models_dir
 from .registry import default_registry
 from .space import PAPER_CHANNELS, Space, SpaceError
-from .spec import SpecError
+from .spec import ArchSpec, SpecError
 
 
 def _channels(values: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
@@ -116,13 +117,15 @@ def list_space(space: Space) -> None:
                    "tensors, train_setup and learn")
 @click.option("--timeout", type=click.FloatRange(min=1), default=120, show_default=True,
               help="seconds allowed to validate one model")
+@click.option("--baselines", is_flag=True, help="also generate, for every valid fractal variant, plain networks "
+              "of 5, 10, 20, 40 ops and its deepest column alone, from the same layers and widths")
 @click.option("--dry-run", is_flag=True, help="show what would be generated; write nothing")
 @click.option("--list-space", "show_space", is_flag=True, help="list the space's dimensions and size")
 @click.option("--list-plugins", "show_plugins", is_flag=True, help="list loaded plugins and contributions")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 def main(kind, depth, columns, plain_layers, channels, conv, norm, act, order, dropout, join, local_drop,
-         global_drop, pool, head, generator_name, gen_opt, limit, seed, out, workers, mode, timeout, dry_run,
-         show_space, show_plugins, quiet):
+         global_drop, pool, head, generator_name, gen_opt, limit, seed, out, workers, mode, timeout, baselines,
+         dry_run, show_space, show_plugins, quiet):
     """Generate and validate FractalNet variants as LEMUR model files.
 
     Each point of the declared space is rendered through the Jinja2 template, statically checked,
@@ -150,6 +153,9 @@ def main(kind, depth, columns, plain_layers, channels, conv, norm, act, order, d
     out = out or models_dir()
     request = Request(limit=limit, seed=seed, options=options, out_dir=out)
     specs = reg.generators[generator_name].propose(space, request)
+    proposed: list = []
+    if baselines:  # remember the proposals: their valid fractal ones get baselines afterwards
+        specs = _remember(specs, proposed)
     if dry_run:
         preview = list(itertools.islice(specs, limit)) if limit else list(specs)
         for spec in preview[:20]:
@@ -175,7 +181,22 @@ def main(kind, depth, columns, plain_layers, channels, conv, norm, act, order, d
                f"{validated} validated in {elapsed:.1f} s ({validated / max(elapsed, 1e-9):.1f}/s) -> {out}")
     for name, reason in outcome.invalid[:10]:
         click.echo(f"invalid: {name}: {reason}", err=True)
+    if baselines:
+        records = Manifest.load(out).records
+        valid = [s for s in proposed if isinstance(s, ArchSpec)
+                 and records.get(s.spec_hash, {}).get("status") == "valid"]
+        with tqdm(desc="baselines", unit="model", disable=quiet) as bar:
+            b = generate(baselines_for(valid), reg, out, limit=None, generator="baselines", workers=workers,
+                         mode=mode, timeout=timeout, progress=lambda status, name: bar.update(1))
+        click.echo(f"baselines of {len(valid)} fractal variants: {len(b.accepted)} new valid models, "
+                   f"{len(b.duplicates)} duplicates, {len(b.invalid)} invalid, {b.skipped} already done")
     return 0
+
+
+def _remember(items, into: list):
+    for item in items:
+        into.append(item)
+        yield item
 
 
 def cli(args: list[str] | None = None) -> None:
