@@ -82,7 +82,7 @@ class BoundaryConfig:
     # Execution (does not change results of a given tile, except device/dtype numerics).
     device: str = "cpu"
     tile: int = 128
-    chunk: int = 1024
+    chunk: int = 256
 
     @property
     def n_params(self) -> int:
