@@ -5,8 +5,10 @@ the chat-completions protocol with the standard library only (vLLM, llama.cpp se
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -99,6 +101,25 @@ class OpenAIBackend:
                           usage=reply.get("usage") or {}, finish_reason=choice.get("finish_reason"))
 
 
+def import_transformers():
+    """`transformers`, importable even beside a torchao release built for a newer torch (torchao 0.18
+    with torch 2.9 fails inside transformers' model imports). No torchao feature is used here, so a
+    torchao that cannot be imported is hidden from transformers in this process."""
+    if "transformers.modeling_utils" not in sys.modules and importlib.util.find_spec("torchao") is not None:
+        try:
+            import torchao.prototype.safetensors.safetensors_support  # noqa: F401 - what transformers imports
+        except Exception:  # noqa: BLE001 - any failure means transformers would fail the same way
+            for name in [m for m in sys.modules if m == "torchao" or m.startswith("torchao.")]:
+                del sys.modules[name]
+            sys.modules["torchao"] = None  # find_spec() now says "not installed"
+    try:
+        import transformers
+    except ImportError as e:
+        raise LLMError(f"the transformers backend needs `pip install 'nn-gpt-fractal-llm[transformers]'` "
+                       f"({e})") from None
+    return transformers
+
+
 class TransformersBackend:
     """A causal LM through transformers, loaded on the first `complete` call (never at import).
 
@@ -119,12 +140,9 @@ class TransformersBackend:
     def load(self) -> None:
         if self.loaded:
             return
-        try:
-            import torch
-            import transformers
-        except ImportError as e:
-            raise LLMError(f"the transformers backend needs `pip install 'nn-gpt-fractal-llm[transformers]'` "
-                           f"({e})") from None
+        import torch
+
+        transformers = import_transformers()
         cfg = self.cfg
         path = cfg.model_path()
         device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

@@ -82,7 +82,12 @@ def build_tiny_lm(folder: Path) -> Path:
     """A 2-layer Llama with random weights and a byte-level BPE tokenizer (no merges), saved to `folder`."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from .backends import import_transformers
+
+    tf = import_transformers()
+    LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast = (tf.LlamaConfig, tf.LlamaForCausalLM,
+                                                              tf.PreTrainedTokenizerFast)
 
     vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     specials = ["<|bos|>", "<|eos|>", "<|pad|>"]
