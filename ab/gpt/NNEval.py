@@ -1,0 +1,144 @@
+"""Evaluate generated models on CIFAR-10 and register them in the LEMUR dataset (the paper's `NNEval`).
+
+    python -m ab.gpt.NNEval --help
+
+Trains every model in --models (default <LEMUR root>/out/fractal) that has no result yet, each in a
+sandboxed worker process, writes LEMUR-format results to --out (default <LEMUR root>/new_lemur) and
+registers them into nn-dataset's SQLite DB. Rerunning resumes; interrupted models continue from their
+last finished epoch. Data: --data-dir or $NN_GPT_FRACTAL_CIFAR (a cifar-10-batches-py folder), else
+<LEMUR root>/data (downloaded as nn-dataset does when missing and online).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ab.gpt.brute.fract import cli_util
+from ab.gpt.brute.fract.data import DATA_ENV, TRANSFORMS, DataError
+from ab.gpt.brute.fract.evaluate import SweepConfig, SweepOutcome, run_sweep
+from ab.gpt.brute.fract.manifest import ManifestError
+from ab.gpt.brute.fract.paths import models_dir, new_lemur_dir
+
+
+def _fmt(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def summary_rows(outcome: SweepOutcome) -> list[list[str]]:
+    rows = []
+    for r in outcome.records:
+        last = [s["epochs"][-1] for s in r["seeds"] if s["epochs"]]
+        accs = [e["accuracy"] for e in last if e["accuracy"] is not None]
+        ips = [e["images_per_s"] for e in last if e.get("images_per_s")]
+        mem = [e["peak_memory_mb"] for e in last if e.get("peak_memory_mb")]
+        secs = sum(e["epoch_time_s"] or 0 for s in r["seeds"] for e in s["epochs"])
+        rows.append([r["name"], r["status"], _fmt(sum(accs) / len(accs) if accs else None, ".4f"),
+                     _fmt(sum(ips) / len(ips) if ips else None, ".0f"), _fmt(max(mem) if mem else None, ".0f"),
+                     f"{secs:.1f}", (r["message"] or "")[:60]])
+    return rows
+
+
+def print_summary(outcome: SweepOutcome) -> None:
+    head = ["model", "status", "accuracy", "img/s", "peak MB", "time s", "message"]
+    rows = summary_rows(outcome)
+    if rows:
+        try:
+            from rich.console import Console
+            from rich.table import Table
+
+            table = Table(title="NNEval summary (this run)")
+            for h in head:
+                table.add_column(h, overflow="fold")
+            for row in rows:
+                table.add_row(*row)
+            Console(width=160).print(table)
+        except ImportError:
+            widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+            for row in [head] + rows:
+                click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    s, last = outcome.summary, outcome.summary.get("last_run", {})
+    counts = ", ".join(f"{k} {v}" for k, v in last.get("counts", {}).items() if v)
+    rate = last.get("success_rate")
+    click.echo(f"this run: {last.get('evaluated', 0)} evaluated ({counts or 'none'}), "
+               f"{outcome.skipped} already done; success rate "
+               f"{'-' if rate is None else f'{100 * rate:.1f}%'}; {outcome.wall_s:.1f} s")
+    total_rate = s.get("success_rate")
+    click.echo(f"all results: {s.get('models', 0)} models, success rate "
+               f"{'-' if total_rate is None else f'{100 * total_rate:.1f}%'}"
+               + (f"; {outcome.registered_rows} new DB rows" if last.get("db") else ""))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--models", type=click.Path(file_okay=False, path_type=Path), help="model folder [<LEMUR root>/out/fractal]")
+@click.option("--filter", "pattern", help="only models whose name matches this glob, e.g. 'FractalNet_N2_*'")
+@click.option("--limit", type=click.IntRange(min=1), help="evaluate at most this many models")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
+@click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True)
+@click.option("--dropout", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="recorded hyperparameter (generated models bake their dropout into the spec)")
+@click.option("--transform", type=click.Choice(sorted(TRANSFORMS)), default="norm_flip", show_default=True,
+              help="nn-dataset transform name")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="trials per model")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="first seed")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="mixed precision (CPU bf16; CUDA bf16 or fp16)")
+@click.option("--checkpointing/--no-checkpointing", default=True, show_default=True,
+              help="gradient checkpointing of fractal blocks")
+@click.option("--channels-last/--no-channels-last", default=False, show_default=True, help="channels_last memory format")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), envvar=DATA_ENV, show_envvar=True,
+              help="a cifar-10-batches-py folder (or its parent), e.g. a shortened subset")
+@click.option("--train-limit", type=click.IntRange(min=1), help="train on the first N training images")
+@click.option("--test-limit", type=click.IntRange(min=1), help="evaluate on the first N test images")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="results [<LEMUR root>/new_lemur]")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="SQLite DB [<LEMUR root>/db/ab.nn.db]")
+@click.option("--no-register", is_flag=True, help="write new_lemur/ only, no DB")
+@click.option("--fetch-lemur-db", is_flag=True, help="download the full LEMUR DB first when there is none (online)")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="local sandboxed training processes")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--address", help="Ray cluster address (default: start a local Ray)")
+@click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+              help="seconds per model and seed")
+@click.option("--memory-gb", type=click.FloatRange(min=0.5), default=16, show_default=True,
+              help="address-space budget of a CPU training worker beyond its start (not applied on CUDA)")
+@click.option("--threads", type=click.IntRange(min=1), help="torch threads per worker [cores / workers]")
+@click.option("--save-best", is_flag=True, help="keep each trial's best weights in <out>/ckpt/")
+@click.option("--retry-failed", is_flag=True, help="evaluate again models whose result is not 'trained'")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bars")
+def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform, seeds, seed, amp, checkpointing,
+         channels_last, device, data_dir, train_limit, test_limit, out, db, no_register, fetch_lemur_db, workers,
+         executor, address, timeout, memory_gb, threads, save_best, retry_failed, quiet):
+    """Train generated models on CIFAR-10, write LEMUR-format results and register them in the DB."""
+    if address and executor != "ray":
+        raise click.BadParameter("--address needs --executor ray", param_hint="--address")
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise click.UsageError("--executor ray needs Ray: pip install 'nn-gpt-fractal[ray]'") from None
+    cfg = SweepConfig(models=models or models_dir(), out=out or new_lemur_dir(), filter=pattern, limit=limit,
+                      epochs=epochs, batch=batch, lr=lr, momentum=momentum, dropout=dropout, transform=transform,
+                      seeds=seeds, seed=seed, amp=amp, checkpointing=checkpointing, channels_last=channels_last,
+                      device=device, data_dir=data_dir, train_limit=train_limit, test_limit=test_limit, db=db,
+                      register=not no_register, fetch_lemur_db=fetch_lemur_db, workers=workers, executor=executor,
+                      address=address, timeout=timeout, memory_gb=memory_gb, threads=threads, save_best=save_best,
+                      retry_failed=retry_failed, quiet=quiet)
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise click.BadParameter("torch sees no CUDA device", param_hint="--device")
+    outcome = run_sweep(cfg, say=lambda m: click.echo(m, err=True))
+    print_summary(outcome)
+    return 0
+
+
+def cli(args: list[str] | None = None) -> None:
+    cli_util.run(main, args, errors=(DataError, ManifestError))
+
+
+if __name__ == "__main__":
+    cli()
