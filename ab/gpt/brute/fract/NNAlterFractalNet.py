@@ -38,8 +38,9 @@ from .data import TRANSFORMS, TensorCifar, load_split
 from .meter import PeakMemory
 
 STATE, RESULT, PROGRESS, BEST, MODEL_FILE = "state.pt", "result.json", "progress.json", "best.pt", "model.py"
-# config keys that change the numbers; a saved state made under other values is not resumed
-RESULT_KEYS = ("epochs", "batch", "lr", "momentum", "dropout", "transform", "seed", "amp", "checkpointing",
+# config keys that change the numbers; a saved state made under other values is not resumed. The epoch
+# count is not one of them (no schedule depends on it): a finished shorter run can be extended.
+RESULT_KEYS = ("batch", "lr", "momentum", "dropout", "transform", "seed", "amp", "checkpointing",
                "channels_last", "device", "train_limit", "test_limit", "eval_batch", "norm")
 DEFAULTS = {"epochs": 5, "batch": 16, "lr": 0.01, "momentum": 0.9, "dropout": 0.2, "transform": "norm_flip",
             "seed": 0, "amp": True, "checkpointing": True, "channels_last": False, "device": "auto",
@@ -187,10 +188,10 @@ def train_model_file(path: str, config: dict) -> dict:
         done = work / RESULT
         if done.exists():
             result = json.loads(done.read_text())
-            if result.get("config_hash") == config_hash(config):
+            if result.get("config_hash") == config_hash(config) and result.get("epochs_requested") == config["epochs"]:
                 return result
         result = _train(path, config, work)
-        result["config_hash"] = config_hash(config)
+        result["config_hash"], result["epochs_requested"] = config_hash(config), config["epochs"]
         _atomic_json(done, result)
         return result
 
@@ -198,9 +199,6 @@ def train_model_file(path: str, config: dict) -> dict:
 def _train(path: str, config: dict, work: Path) -> dict:
     from .validate import import_isolated
 
-    if config["transform"] not in TRANSFORMS:
-        raise ValueError(f"transform {config['transform']!r} has no tensor fast path; use one of "
-                         f"{', '.join(TRANSFORMS)}")
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
     device = resolve_device(config["device"])
@@ -211,6 +209,9 @@ def _train(path: str, config: dict, work: Path) -> dict:
     prm = {"lr": config["lr"], "momentum": config["momentum"], "dropout": config["dropout"],
            "batch": config["batch"], "epoch": config["epochs"], "transform": config["transform"]}
     try:
+        if config["transform"] not in TRANSFORMS:
+            raise ValueError(f"transform {config['transform']!r} has no tensor fast path; use one of "
+                             f"{', '.join(TRANSFORMS)}")
         module = import_isolated(path)
         model = build(module, config, device, prm)
         result.update(params=sum(p.numel() for p in model.parameters()),
@@ -242,7 +243,7 @@ def _epochs(model, config: dict, work: Path, device: torch.device, train: Tensor
     best, elapsed_ns = -1.0, 0
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=True)
-        if state.get("config_hash") == chash:
+        if state.get("config_hash") == chash and len(state["history"]) <= epochs:
             model.load_state_dict(state["model"])
             model.optimizer.load_state_dict(state["optimizer"])
             if state.get("scaler") and getattr(model, "scaler", None) is not None:
