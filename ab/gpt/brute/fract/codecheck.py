@@ -8,6 +8,7 @@ It runs no code. A file must pass it before any process imports it.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 
 ALLOWED_IMPORTS = ("torch", "math", "typing", "collections", "functools", "itertools", "numbers",
@@ -23,7 +24,13 @@ BANNED_ATTRIBUTES = frozenset({
     "jit", "package", "multiprocessing", "distributed", "storage", "UntypedStorage", "_utils", "_ops",
     "system", "popen", "spawn", "fork", "modules", "builtins", "func_globals", "f_globals", "f_back",
     "gi_frame", "tb_frame", "cr_frame",
+    # compile or export code, evaluate strings (annotations), or reach numpy's file writers
+    "compile", "fx", "onnx", "export", "profiler", "serialization", "get_type_hints", "ForwardRef",
+    "singledispatch", "singledispatchmethod", "numpy", "tofile", "share_memory_",
 })
+# torch.utils submodules a model file may use; the others load, download, write or run code
+ALLOWED_TORCH_UTILS = frozenset({"checkpoint"})
+_DUNDER = re.compile(r"__\w+__")
 
 
 @dataclass(frozen=True)
@@ -36,8 +43,12 @@ class Finding:
 
 
 class _Checker(ast.NodeVisitor):
-    def __init__(self) -> None:
+    def __init__(self, tree: ast.AST | None = None) -> None:
         self.findings: list[Finding] = []
+        self.modules: set[str] = set()  # names bound by imports: their private attributes are off limits
+        for node in ast.walk(tree) if tree is not None else ():
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                self.modules.update((a.asname or a.name).split(".")[0] for a in node.names)
 
     def flag(self, node: ast.AST, message: str) -> None:
         self.findings.append(Finding(getattr(node, "lineno", 0), message))
@@ -47,21 +58,39 @@ class _Checker(ast.NodeVisitor):
         root = (name or "").split(".")[0]
         return root in ALLOWED_IMPORTS
 
+    @staticmethod
+    def _bad_path(parts: list[str]) -> bool:
+        """A dotted module path through a banned, private or non-allowlisted torch.utils part."""
+        if parts == ["__future__"]:
+            return False
+        for i, p in enumerate(parts):
+            if p in BANNED_ATTRIBUTES or p == "*" or p.startswith("_"):
+                return True
+            if p == "utils" and i + 1 < len(parts) and parts[i + 1] not in ALLOWED_TORCH_UTILS:
+                return True
+        return False
+
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
-            if not self._allowed_module(alias.name):
-                self.flag(node, f"import of {alias.name!r} is not allowed")
-            elif any(part in BANNED_ATTRIBUTES for part in alias.name.split(".")):
+            if not self._allowed_module(alias.name) or self._bad_path(alias.name.split(".")):
                 self.flag(node, f"import of {alias.name!r} is not allowed")
         self.generic_visit(node)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.level or not self._allowed_module(node.module):
             self.flag(node, f"import from {node.module or '.'!r} is not allowed")
-        parts = (node.module or "").split(".") + [a.name for a in node.names]
-        if any(p in BANNED_ATTRIBUTES or p == "*" for p in parts):
+        module = (node.module or "").split(".")
+        if any(self._bad_path(module + [a.name]) for a in node.names):
             self.flag(node, f"import from {node.module!r} of {', '.join(a.name for a in node.names)} is not allowed")
         self.generic_visit(node)
+
+    def _chain(self, node: ast.AST) -> list[str]:
+        """['torch', 'utils', 'x'] for torch.utils.x; [] when the chain does not start at a name."""
+        parts: list[str] = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        return [node.id] + parts[::-1] if isinstance(node, ast.Name) else []
 
     def visit_Name(self, node: ast.Name) -> None:
         if node.id in BANNED_NAMES or (node.id.startswith("__") and node.id.endswith("__")
@@ -78,11 +107,26 @@ class _Checker(ast.NodeVisitor):
                 self.flag(node, f"dunder attribute {attr!r} is not allowed")
         elif attr in BANNED_ATTRIBUTES:
             self.flag(node, f"attribute {attr!r} is not allowed")
+        else:
+            chain = self._chain(node)
+            if chain and chain[0] in self.modules:
+                if attr.startswith("_"):
+                    self.flag(node, f"private attribute {'.'.join(chain)!r} of a module is not allowed")
+                elif len(chain) >= 2 and chain[-2] == "utils" and attr not in ALLOWED_TORCH_UTILS:
+                    self.flag(node, f"{'.'.join(chain)!r} is not allowed (torch.utils: only "
+                                    f"{', '.join(sorted(ALLOWED_TORCH_UTILS))})")
+        self.generic_visit(node)
+
+    def visit_MatchClass(self, node: ast.AST) -> None:
+        # `case C(__class__=x)` reads attributes by name without an Attribute node
+        for name in getattr(node, "kwd_attrs", []):
+            if name.startswith("_") or name in BANNED_ATTRIBUTES:
+                self.flag(node, f"pattern attribute {name!r} is not allowed")
         self.generic_visit(node)
 
     def visit_Constant(self, node: ast.Constant) -> None:
-        if isinstance(node.value, str) and node.value.startswith("__") and node.value.endswith("__"):
-            self.flag(node, f"dunder string {node.value!r} is not allowed")
+        if isinstance(node.value, str) and _DUNDER.search(node.value):
+            self.flag(node, f"string with a dunder name {_DUNDER.search(node.value).group()!r} is not allowed")
         self.generic_visit(node)
 
     def _no_async(self, node: ast.AST) -> None:
@@ -99,7 +143,7 @@ def check_source(code: str, filename: str = "<model>") -> list[Finding]:
         return [Finding(e.lineno or 0, f"syntax error: {e.msg}")]
     except ValueError as e:  # e.g. null bytes
         return [Finding(0, f"unparsable source: {e}")]
-    checker = _Checker()
+    checker = _Checker(tree)
     checker.visit(tree)
     return checker.findings
 
