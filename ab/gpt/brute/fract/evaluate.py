@@ -215,6 +215,25 @@ def run_sweep(cfg: SweepConfig, say: Callable[[str], None] = print) -> SweepOutc
     return outcome
 
 
+def _trials(cfg: SweepConfig, todo: list[ModelEntry], run_dir: Path, finish: Callable):
+    """(entry, seed, work dir, code) for each trial to run; models failing the static checks finish at once."""
+    for e in todo:
+        code = e.path.read_text()
+        findings = codecheck.check_source(code) + codecheck.check_contract(code)
+        seeds = [cfg.seed + k for k in range(cfg.seeds)]
+        if findings:
+            msg = "static check: " + "; ".join(map(str, findings[:3]))
+            finish(e, code, [failed_seed(s, "error", msg) for s in seeds])
+            continue
+        for s in seeds:
+            work = run_dir / e.name / f"seed{s}"
+            work.mkdir(parents=True, exist_ok=True)
+            model_file = work / MODEL_FILE  # the checked code itself: later edits of e.path do not leak in
+            if not model_file.exists() or model_file.read_text() != code:
+                write_text(model_file, code)
+            yield e, s, work, code
+
+
 def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome) -> None:
     run_dir = out / WORK
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -227,51 +246,49 @@ def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome) -> None
     pending: dict[Future, tuple[ModelEntry, int, Path]] = {}
     seeds_of: dict[str, list[dict]] = {}
     codes: dict[str, str] = {}
+
+    def finish(e: ModelEntry, code: str, seeds: list[dict]) -> None:
+        _finish(out, e, code, seeds, record_cfg, db, outcome, bars)
+
+    trials = _trials(cfg, todo, run_dir, finish)
     executor = None
     try:
-        for e in todo:
-            code = e.path.read_text()
-            findings = codecheck.check_source(code) + codecheck.check_contract(code)
-            seeds = [cfg.seed + k for k in range(cfg.seeds)]
-            if findings:
-                msg = "static check: " + "; ".join(map(str, findings[:3]))
-                _finish(cfg, out, e, code, [failed_seed(s, "error", msg) for s in seeds], record_cfg, db, outcome, bars)
-                continue
-            if executor is None:
-                executor = _executor(cfg, limits, run_dir, cuda)
-            codes[e.name] = code
-            seeds_of[e.name] = []
-            for s in seeds:
-                work = run_dir / e.name / f"seed{s}"
-                work.mkdir(parents=True, exist_ok=True)
-                model_file = work / MODEL_FILE
-                if not model_file.exists() or model_file.read_text() != code:
-                    write_text(model_file, code)
-                conf = trial_config(cfg, s, work, data, norm, threads)
-                conf["device"] = "cuda" if cuda else "cpu"
-                conf["name"] = e.name
-                pending[executor.submit(str(model_file), conf, cfg.timeout)] = (e, s, work)
-        while pending:
+        while True:
+            # keep a short queue per worker, so progress polling and work folders stay proportional to it
+            for e, s, work, code in trials:
+                if executor is None:
+                    executor = _executor(cfg, limits, run_dir, cuda)
+                codes[e.name] = code
+                seeds_of.setdefault(e.name, [])
+                conf = {**trial_config(cfg, s, work, data, norm, threads), "device": "cuda" if cuda else "cpu",
+                        "name": e.name}
+                pending[executor.submit(str(work / MODEL_FILE), conf, cfg.timeout)] = (e, s, work)
+                if len(pending) >= 2 * executor.workers:
+                    break
+            if not pending:
+                break
             done, _ = wait(list(pending), timeout=0.5, return_when=FIRST_COMPLETED)
             bars.poll({f"{e.name} s{s}": w for e, s, w in pending.values()})
             for fut in done:
                 e, s, work = pending.pop(fut)
                 bars.finish_trial(f"{e.name} s{s}")
                 reply = fut.result()
-                if reply["ok"]:
-                    res = reply["result"]
-                else:
-                    res = failed_seed(s, classify(reply["error"]), reply["error"])
+                res = reply["result"] if reply["ok"] else failed_seed(s, classify(reply["error"]), reply["error"])
                 seeds_of[e.name].append(res)
                 if len(seeds_of[e.name]) == cfg.seeds:
                     seed_results = sorted(seeds_of.pop(e.name), key=lambda r: r["seed"])
                     _keep_best(cfg, out, e.name, run_dir)
-                    _finish(cfg, out, e, codes.pop(e.name), seed_results, record_cfg, db, outcome, bars)
+                    finish(e, codes.pop(e.name), seed_results)
                     shutil.rmtree(run_dir / e.name, ignore_errors=True)
-    finally:
+    except BaseException:
+        # interrupted: leave the trials' state for a rerun; local workers stop once they see the driver gone
         bars.close()
         if executor is not None:
-            executor.close()
+            executor.abort()
+        raise
+    bars.close()
+    if executor is not None:
+        executor.close()
     try:
         run_dir.rmdir()
     except OSError:
@@ -287,7 +304,7 @@ def _keep_best(cfg: SweepConfig, out: Path, name: str, run_dir: Path) -> None:
         os.replace(best, dest)
 
 
-def _finish(cfg, out, entry: ModelEntry, code: str, seeds: list[dict], record_cfg: dict, db, outcome, bars) -> None:
+def _finish(out, entry: ModelEntry, code: str, seeds: list[dict], record_cfg: dict, db, outcome, bars) -> None:
     rec = results.write_model(out, entry.name, code, entry.spec, record_cfg, seeds, entry.flops)
     if db is not None:
         outcome.registered_rows += db.register(out, entry.name)

@@ -56,6 +56,9 @@ class LocalExecutor:
     def close(self) -> None:
         self.box.close()
 
+    def abort(self) -> None:
+        """Interrupted sweep: do not wait for running trials (their workers stop when the driver exits)."""
+
 
 def ray_trial(path: str, config: dict, timeout: float, limits: dict, run_dir: str) -> dict:
     """Body of one Ray task: a one-worker sandbox trains the trial."""
@@ -103,3 +106,5 @@ class RayExecutor:
     def close(self) -> None:
         if self.started_here:
             self.ray.shutdown()
+
+    abort = close
