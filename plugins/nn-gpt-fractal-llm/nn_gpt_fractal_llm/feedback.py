@@ -42,6 +42,7 @@ class Feedback:
     failures: list[Result] = field(default_factory=list)
     existing: int = 0  # proposals already on record (manifest keys and evaluated runs)
     seen: set[str] = field(default_factory=set)  # spec hashes and code keys that exist
+    status: dict[str, str] = field(default_factory=dict)  # manifest key -> latest status
     skipped_files: int = 0
 
 
@@ -121,6 +122,7 @@ def collect(out_dir: Path | None, new_lemur: Path | None, db_path: Path | None, 
         key = str(r.get("spec_hash", ""))
         if key and not key.startswith("llm-"):
             fb.seen.add(key)
+            fb.status[key] = str(r.get("status"))
     runs, fb.skipped_files = read_runs(new_lemur)
     for run in runs:
         if run.spec is None and isinstance(by_name.get(run.name, {}).get("spec"), dict):

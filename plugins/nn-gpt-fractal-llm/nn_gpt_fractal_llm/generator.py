@@ -10,6 +10,8 @@ Options (`--gen-opt KEY=VALUE`):
   lemur_db             LEMUR SQLite DB [<LEMUR root>/db/ab.nn.db]
   round                round number recorded in the logs (the closed loop sets it)
 
+No further call is made once the forwarded proposals that are valid or still being validated would fill
+the limit (a proposal that then fails validation leaves the run short rather than costing another call).
 Proposals that survive extraction and deduplication are yielded to the generation pipeline, which
 checks, sandboxes and records them like any other. The rest are recorded here, in the same manifest,
 with status invalid or duplicate and the reason. Every call is logged to `llm_calls.jsonl`.
@@ -137,6 +139,11 @@ def llm_proposals(space: Space, request: Request, *, registry: Registry | None =
     for call in range(max_calls):
         fb = feedback.collect(request.out_dir, opts.new_lemur, opts.lemur_db, best_k=tmpl.best_k,
                               failures_k=tmpl.failures_k)
+        # the pipeline asks for one more proposal before it checks its limit: do not pay for an LLM call
+        # when what was forwarded, valid or still being validated, would already fill it
+        promising = sum(1 for k in forwarded if fb.status.get(k, "pending") in ("valid", "pending"))
+        if request.limit is not None and promising >= request.limit:
+            return
         ctx = prompts.context(tmpl, space, reg, fb, n=n, out_dir=request.out_dir)
         messages = prompts.render_messages(tmpl, cfg, ctx)
         call_id = f"r{opts.round}c{call}s{request.seed}"

@@ -19,8 +19,9 @@ from .baselines import baselines_for
 from .families import NONE
 from .generate import OutputError, generate
 from .generators import Request
+from .loop import EVAL_MODULE, run_nneval, run_rounds
 from .manifest import Manifest, ManifestError
-from .paths import models_dir
+from .paths import models_dir, new_lemur_dir
 from .registry import default_registry
 from .space import PAPER_CHANNELS, Space, SpaceError
 from .spec import ArchSpec, SpecError
@@ -119,13 +120,21 @@ def list_space(space: Space) -> None:
               help="seconds allowed to validate one model")
 @click.option("--baselines", is_flag=True, help="also generate, for every valid fractal variant, plain networks "
               "of 5, 10, 20, 40 ops and its deepest column alone, from the same layers and widths")
+@click.option("--rounds", type=click.IntRange(min=1), help="closed loop: this many rounds of generate --limit "
+              "models, evaluate them with NNEval, let the generator read the results (needs --limit)")
+@click.option("--new-lemur", type=click.Path(file_okay=False, path_type=Path),
+              help="with --rounds: NNEval's results folder, read back as feedback [<LEMUR root>/new_lemur]")
+@click.option("--eval-arg", "eval_args", multiple=True, metavar="ARG",
+              help="with --rounds: argument passed to NNEval, e.g. --eval-arg=--epochs=1 (repeatable)")
+@click.option("--eval-module", default=EVAL_MODULE, show_default=True, hidden=True,
+              help="module run as `python -m MODULE --models DIR --out NEW_LEMUR [ARGS]` to evaluate a round")
 @click.option("--dry-run", is_flag=True, help="show what would be generated; write nothing")
 @click.option("--list-space", "show_space", is_flag=True, help="list the space's dimensions and size")
 @click.option("--list-plugins", "show_plugins", is_flag=True, help="list loaded plugins and contributions")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 def main(kind, depth, columns, plain_layers, channels, conv, norm, act, order, dropout, join, local_drop,
          global_drop, pool, head, generator_name, gen_opt, limit, seed, out, workers, mode, timeout, baselines,
-         dry_run, show_space, show_plugins, quiet):
+         rounds, new_lemur, eval_args, eval_module, dry_run, show_space, show_plugins, quiet):
     """Generate and validate FractalNet variants as LEMUR model files.
 
     Each point of the declared space is rendered through the Jinja2 template, statically checked,
@@ -151,6 +160,11 @@ def main(kind, depth, columns, plain_layers, channels, conv, norm, act, order, d
         k, v = item.split("=", 1)
         options[k.strip()] = v
     out = out or models_dir()
+    if rounds:
+        if baselines:
+            raise click.UsageError("--baselines is not available with --rounds")
+        return closed_loop(rounds, space, generator_name, options, limit, seed, out, workers, mode, timeout,
+                           new_lemur or new_lemur_dir(), eval_args, eval_module, dry_run)
     request = Request(limit=limit, seed=seed, options=options, out_dir=out)
     specs = reg.generators[generator_name].propose(space, request)
     proposed: list = []
@@ -197,6 +211,38 @@ def _remember(items, into: list):
     for item in items:
         into.append(item)
         yield item
+
+
+def closed_loop(rounds, space, generator_name, options, limit, seed, out, workers, mode, timeout, new_lemur,
+                eval_args, eval_module, dry_run) -> int:
+    """`--rounds`: see loop.py. Round k uses seed + k - 1 and adds gen options round=k, new_lemur=PATH."""
+    import importlib.util
+
+    if dry_run:
+        raise click.UsageError("--rounds trains models: it cannot be combined with --dry-run")
+    if not limit:
+        raise click.BadParameter("--rounds needs --limit (new models per round)", param_hint="--rounds")
+    if importlib.util.find_spec(eval_module) is None:
+        raise click.UsageError(f"--rounds evaluates with {eval_module}, which is not installed")
+    reg = default_registry()
+
+    def propose(k: int):
+        opts = {"round": str(k), "new_lemur": str(new_lemur), **options}
+        return reg.generators[generator_name].propose(space, Request(limit=limit, seed=seed + k - 1, options=opts,
+                                                                     out_dir=out))
+
+    def generate_round(proposals):
+        return generate(proposals, reg, out, limit=limit, generator=generator_name, workers=workers, mode=mode,
+                        timeout=timeout)
+
+    history = run_rounds(rounds, propose, generate_round,
+                         lambda folder: run_nneval(folder, new_lemur, eval_args, module=eval_module),
+                         out, new_lemur, say=click.echo)
+    best = [r.best for r in history if r.best]
+    if best:
+        name, acc = max(best, key=lambda x: x[1])
+        click.echo(f"best after {rounds} rounds: {name} {acc:.4f} (results in {new_lemur})")
+    return 0
 
 
 def cli(args: list[str] | None = None) -> None:
