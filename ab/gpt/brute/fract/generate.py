@@ -35,6 +35,7 @@ class OutputError(OSError):
 class Outcome:
     accepted: list[str] = field(default_factory=list)
     skipped: int = 0  # already in the manifest
+    reused: int = 0  # of those, valid models: they count toward the limit
     invalid: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
@@ -77,7 +78,8 @@ def candidate(item: ArchSpec | CodeProposal, registry: Registry) -> Candidate:
 def generate(proposals: Iterable[ArchSpec | CodeProposal], registry: Registry, out: Path, *,
              limit: int | None, generator: str, workers: int = 2, mode: str = "meta", timeout: float = 120.0,
              progress: Callable[[str, str], None] | None = None) -> Outcome:
-    """Validate and write up to `limit` new distinct models from `proposals` into `out`."""
+    """Validate proposals and write the distinct valid ones into `out`, until the folder holds `limit`
+    valid models from these proposals (earlier runs' count too, so a rerun does nothing new)."""
     check_writable(out)
     manifest = Manifest.load(out)
     staging = out / STAGING
@@ -105,11 +107,11 @@ def generate(proposals: Iterable[ArchSpec | CodeProposal], registry: Registry, o
             return
         sig = result["signature"]
         meta = {"signature": sig, "params": result["params"], "flops": result["flops"]}
-        if sig in signatures:
+        if signatures.get(sig, c.name) != c.name:  # the same name is a regeneration, not a duplicate
             path.unlink(missing_ok=True)
             record(c, "duplicate", f"same architecture as {signatures[sig]}", **meta)
             return
-        if limit is not None and len(outcome.accepted) >= limit:
+        if limit is not None and len(outcome.accepted) + outcome.reused >= limit:
             path.unlink(missing_ok=True)
             return
         os.replace(path, out / f"{c.name}.py")
@@ -118,21 +120,23 @@ def generate(proposals: Iterable[ArchSpec | CodeProposal], registry: Registry, o
         record(c, "valid", file=f"{c.name}.py", **meta)
 
     def drain(until: int) -> None:
-        while len(pending) > until:
+        while pending and len(pending) > until:
             done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
             for f in done:
                 settle(f)
 
     with Sandbox(workers=workers, limits=Limits(timeout_s=timeout), run_dir=staging) as box:
         for item in proposals:
-            if limit is not None and len(outcome.accepted) + len(pending) >= limit:
+            # submit only while the pending ones could still leave the limit unmet
+            while limit is not None and pending and len(outcome.accepted) + outcome.reused + len(pending) >= limit:
                 drain(len(pending) - 1)
-                if len(outcome.accepted) >= limit:
-                    break
+            if limit is not None and len(outcome.accepted) + outcome.reused >= limit:
+                break
             key = item.key if isinstance(item, CodeProposal) else item.spec_hash
             old = manifest.records.get(key)
             if old is not None and (old["status"] != "valid" or file_intact(out, old)):
                 outcome.skipped += 1
+                outcome.reused += old["status"] == "valid"
                 note("skipped", old["name"])
                 continue
             c = candidate(item, registry)
