@@ -5,11 +5,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SRC := $(shell find ab plugins -name '*.py' -o -name '*.j2' -o -name 'pyproject.toml' 2>/dev/null) pyproject.toml
 
-.PHONY: setup demo test bench clean-venv
+.PHONY: setup system-deps demo test bench clean-venv
+
+# Headless Chromium for the report's browser test (Debian package); needs root or sudo.
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip "setuptools>=77" wheel
 	$(PY) -m pip install -q ".[plot,ray,llm,test]"
 	touch $(STAMP)
 
@@ -23,7 +29,7 @@ setup: $(VENV)/.pkg
 demo: setup
 	$(PY) -m ab.gpt.brute.fract.demo
 
-test: setup
+test: setup system-deps
 	$(PY) -m pytest -q
 
 bench: setup
