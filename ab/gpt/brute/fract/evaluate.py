@@ -175,6 +175,23 @@ def run_sweep(cfg: SweepConfig, say: Callable[[str], None] = print) -> SweepOutc
     outcome = SweepOutcome()
     entries = discover(cfg.models, cfg.filter)
     out.mkdir(parents=True, exist_ok=True)
+    todo: list[ModelEntry] = []
+    done: list[ModelEntry] = []
+    for e in entries:
+        rec = results.load_run(out, e.name)
+        finished = rec is not None and not (cfg.retry_failed and rec["status"] != "trained")
+        (done if finished else todo).append(e)
+    if cfg.limit is not None:
+        todo = todo[:cfg.limit]
+    outcome.skipped = len(done)
+
+    import torch
+
+    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    record_cfg = {**asdict(cfg), "device": "cuda" if cuda else "cpu"}
+    data = None
+    if todo:  # bad data input fails here, before anything is created
+        data = prepare(locate(cfg.data_dir), lemur_root() / "out" / "cache").to_dict()
     db = None
     if cfg.register:
         from .register import LemurDB
@@ -183,27 +200,10 @@ def run_sweep(cfg: SweepConfig, say: Callable[[str], None] = print) -> SweepOutc
         outcome.db_note = db.note
         if db.note:
             say(db.note)
-
-    todo: list[ModelEntry] = []
-    for e in entries:
-        rec = results.load_run(out, e.name)
-        if rec is not None and not (cfg.retry_failed and rec["status"] != "trained"):
-            outcome.skipped += 1
-            if db is not None:
-                outcome.registered_rows += db.register(out, e.name)
-        else:
-            todo.append(e)
-    if cfg.limit is not None:
-        todo = todo[:cfg.limit]
-
-    import torch
-
-    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    record_cfg = {**asdict(cfg), "device": "cuda" if cuda else "cpu"}
+        for e in done:  # idempotent: finishes a registration a killed run may have missed
+            outcome.registered_rows += db.register(out, e.name)
     if todo:
-        data = prepare(locate(cfg.data_dir), lemur_root() / "out" / "cache").to_dict()
-        norm = lemur_norm()
-        _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome)
+        _evaluate(cfg, todo, out, data, lemur_norm(), cuda, record_cfg, db, outcome)
     outcome.wall_s = round(time.perf_counter() - started, 1)
     last = {"evaluated": len(outcome.records), "skipped": outcome.skipped,
             "counts": results.counts(outcome.records), "success_rate": results.success_rate(outcome.records),
