@@ -149,7 +149,7 @@ class Sandbox:
         if run_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="fractal-sandbox-")
             run_dir = Path(self._tmp.name)
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir).absolute()  # workers run with cwd=run_dir: a relative path would break
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ if env is None else env)
         self.env["PYTHONPATH"] = _repo_paths()
