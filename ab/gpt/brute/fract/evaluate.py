@@ -171,7 +171,7 @@ def _executor(cfg: SweepConfig, limits: Limits, run_dir: Path, cuda: bool):
 
 def run_sweep(cfg: SweepConfig, say: Callable[[str], None] = print) -> SweepOutcome:
     started = time.perf_counter()
-    out = Path(cfg.out)
+    out = Path(cfg.out).absolute()  # workers run in another directory
     outcome = SweepOutcome()
     entries = discover(cfg.models, cfg.filter)
     out.mkdir(parents=True, exist_ok=True)
