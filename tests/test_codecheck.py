@@ -50,3 +50,11 @@ def test_contract_problems_are_named():
     found = " | ".join(map(str, check_contract(broken)))
     assert "lacks method learn()" in found and "(self, in_shape, out_shape, prm, device)" in found
     assert "syntax error" in str(check_source("def f(:\n")[0])
+
+
+def test_combined_check_equals_the_two_checks():
+    from ab.gpt.brute.fract.codecheck import check_model_code
+
+    bad = OK.replace("def learn(self, data)", "def fit(self, data)") + "\nimport os\n"
+    assert list(map(str, check_model_code(bad))) == list(map(str, check_source(bad) + check_contract(bad)))
+    assert check_model_code(OK) == []

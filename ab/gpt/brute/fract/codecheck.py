@@ -135,25 +135,22 @@ class _Checker(ast.NodeVisitor):
     visit_AsyncFunctionDef = visit_Await = visit_Global = visit_Nonlocal = _no_async
 
 
-def check_source(code: str, filename: str = "<model>") -> list[Finding]:
-    """All findings for `code`; an empty list means it passed. A syntax error is one finding."""
+def _parse(code: str, filename: str) -> ast.AST | Finding:
     try:
-        tree = ast.parse(code, filename=filename)
+        return ast.parse(code, filename=filename)
     except SyntaxError as e:
-        return [Finding(e.lineno or 0, f"syntax error: {e.msg}")]
+        return Finding(e.lineno or 0, f"syntax error: {e.msg}")
     except ValueError as e:  # e.g. null bytes
-        return [Finding(0, f"unparsable source: {e}")]
+        return Finding(0, f"unparsable source: {e}")
+
+
+def _allowlist(tree: ast.AST) -> list[Finding]:
     checker = _Checker(tree)
     checker.visit(tree)
     return checker.findings
 
 
-def check_contract(code: str) -> list[Finding]:
-    """The LEMUR model contract, statically: supported_hyperparameters() and class Net with its methods."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError as e:
-        return [Finding(e.lineno or 0, f"syntax error: {e.msg}")]
+def _contract(tree: ast.AST) -> list[Finding]:
     findings = []
     funcs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     if "supported_hyperparameters" not in funcs:
@@ -172,3 +169,21 @@ def check_contract(code: str) -> list[Finding]:
             if args[:5] != ["self", "in_shape", "out_shape", "prm", "device"]:
                 findings.append(Finding(init.lineno, "Net.__init__ must take (self, in_shape, out_shape, prm, device)"))
     return findings
+
+
+def check_source(code: str, filename: str = "<model>") -> list[Finding]:
+    """All allowlist findings for `code`; an empty list means it passed. A syntax error is one finding."""
+    tree = _parse(code, filename)
+    return [tree] if isinstance(tree, Finding) else _allowlist(tree)
+
+
+def check_contract(code: str) -> list[Finding]:
+    """The LEMUR model contract, statically: supported_hyperparameters() and class Net with its methods."""
+    tree = _parse(code, "<model>")
+    return [tree] if isinstance(tree, Finding) else _contract(tree)
+
+
+def check_model_code(code: str, filename: str = "<model>") -> list[Finding]:
+    """Allowlist and contract findings together, parsing once: the gate before any process imports it."""
+    tree = _parse(code, filename)
+    return [tree] if isinstance(tree, Finding) else _allowlist(tree) + _contract(tree)

@@ -140,7 +140,7 @@ def generate(proposals: Iterable[ArchSpec | CodeProposal], registry: Registry, o
                 note("skipped", old["name"])
                 continue
             c = candidate(item, registry)
-            findings = codecheck.check_source(c.code) + codecheck.check_contract(c.code)
+            findings = codecheck.check_model_code(c.code)
             if findings:
                 record(c, "invalid", "static check: " + "; ".join(map(str, findings[:3])))
                 continue
