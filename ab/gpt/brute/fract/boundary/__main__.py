@@ -1,4 +1,4 @@
-"""Command line: python -m ab.gpt.brute.fract.boundary {map,zoom,dimension} --help"""
+"""Command line: python -m ab.gpt.brute.fract.boundary {map,zoom,dimension,cnn} --help"""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from .cnn_cli import cnn_cmd
 from .config import ACTIVATIONS, DTYPES, KNOBS, READOUTS, SEED_MODES, Axis, BoundaryConfig
 
 
@@ -83,7 +84,11 @@ def cli():
       map        compute one map: <name>.npy, <name>.json, <name>.png, <name>_raw.png
       zoom       recompute frames zooming toward a border point: zoom.gif (+ zoom.mp4)
       dimension  box-counting fractal dimension of the border of saved maps
+      cnn        the same map for a LEMUR model file trained on CIFAR-10 (lr x momentum)
     """
+
+
+cli.add_command(cnn_cmd)
 
 
 @cli.command("map")
