@@ -69,6 +69,8 @@ def pvalue(p: Any) -> str:
 
 def raw(x: Any) -> str:
     """Machine-readable value for data-value attributes (empty when missing)."""
+    if hasattr(x, "item"):  # numpy scalar -> Python number
+        x = x.item()
     if missing(x):
         return ""
     if isinstance(x, float):

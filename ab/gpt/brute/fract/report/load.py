@@ -23,7 +23,9 @@ from ..spec import ArchSpec, SpecError
 FINISHED = ("trained", "diverged", "out-of-memory", "timed-out", "error")
 FAILURES = FINISHED[1:]
 RUNNING, PENDING = "running", "pending"
+WORK = ".work"  # NNEval's folder of unfinished trials, one subfolder per model
 STAT_PREFIX = "img-classification_cifar-10_acc_"  # the paper's result folder prefix
+MODEL_NAME = re.compile(r"^(FractalNet|PlainNet)_\w+$")  # the generator's names
 SPEC_LINE = re.compile(r"^Spec: (\{.*\})\s*$", re.M)  # the generated file's docstring carries its spec
 
 SPEC_COLS = ["kind", "depth", "columns", "plain_layers", "deepest_path", "width", "channels", "layers", "conv",
@@ -45,6 +47,7 @@ class Results:
     warnings: list[str] = field(default_factory=list)
     results_dir: Path | None = None
     config: dict[str, Any] = field(default_factory=dict)  # training defaults of the first run record
+    db: Path | None = None  # the LEMUR DB that was read, if any
 
 
 def _num(x: Any) -> float:
@@ -162,14 +165,14 @@ def _seeds_from_trials(model: str, by_epoch: dict[int, list]) -> list[dict]:
         for i, t in enumerate(by_epoch[epoch]):
             seed = t.get("seed", i)
             ts = t.get("train_stat") if isinstance(t.get("train_stat"), dict) else {}
-            dur = _num(t.get("duration_seconds"))
+            dur = _num(t.get("epoch_time_s"))  # NNEval's; nn-dataset's duration may count from the start
             if math.isnan(dur):
                 dur = _num(t.get("duration")) / 1e9
-            mem = _num(t.get("memory", t.get("peak_memory_mb")))
+            mem = _num(t.get("peak_memory_mb"))
             seeds.setdefault(seed, {"seed": seed, "status": RUNNING, "message": "", "epochs": []})["epochs"].append({
                 "epoch": epoch, "accuracy": t.get("accuracy"), "train_loss": ts.get("train_loss"),
                 "val_loss": ts.get("test_loss"), "train_accuracy": ts.get("train_accuracy"),
-                "epoch_time_s": dur, "images_per_s": t.get("images/s", ts.get("samples_per_second")),
+                "epoch_time_s": dur, "images_per_s": t.get("images_per_s", ts.get("samples_per_second")),
                 "peak_memory_mb": mem})
             seeds[seed]["epoch_max"] = t.get("epoch_max")
     return list(seeds.values())
@@ -241,7 +244,9 @@ def load_results(results_dir: Path, models_dir: Path | None = None, db: Path | N
     manifest, gen_counts = read_manifest(models_dir, warnings)
     db_seeds, in_db = read_db(db, set(runs) | set(stats) | set(manifest)) if db else ({}, set())
 
-    names = list(dict.fromkeys([*runs, *stats, *db_seeds]))
+    working = sorted(p.name for p in (root / WORK).iterdir()
+                     if p.is_dir() and (p.name in manifest or MODEL_NAME.match(p.name))) if (root / WORK).is_dir() else []
+    names = list(dict.fromkeys([*runs, *stats, *db_seeds, *working]))
     if not names:
         hint = f" ({len(warnings)} unreadable: {warnings[0]})" if warnings else ""
         raise ResultsError(f"no results in {root}{hint}: expected runs/<Model>.json or "
@@ -255,8 +260,8 @@ def load_results(results_dir: Path, models_dir: Path | None = None, db: Path | N
             status = str(rec.get("status") or RUNNING)
             config = config or (rec.get("config") if isinstance(rec.get("config"), dict) else {})
         else:
-            rec, source = {}, "stat" if name in stats else "db"
-            seeds = _seeds_from_trials(name, stats[name]) if name in stats else db_seeds[name]
+            rec, source = {}, "stat" if name in stats else "db" if name in db_seeds else "work"
+            seeds = _seeds_from_trials(name, stats[name]) if name in stats else db_seeds.get(name, [])
             finished = seeds and all(s["status"] == "trained" for s in seeds)
             status = "trained" if (source == "db" and finished) else RUNNING
         spec = rec.get("spec") or (manifest.get(name) or {}).get("spec")
@@ -285,7 +290,7 @@ def load_results(results_dir: Path, models_dir: Path | None = None, db: Path | N
                            **spec_columns(spec),
                            "params": _num(gen.get("params")), "flops": _num(gen.get("flops"))})
     for name, gen in manifest.items():  # generated, not (yet) evaluated
-        if gen.get("status") == "valid" and name not in runs and name not in stats and name not in db_seeds:
+        if gen.get("status") == "valid" and name not in names:
             model_rows.append({"model": name, "status": PENDING, "message": "", "source": "manifest",
                                "in_db": False, "generated": True, **spec_columns(gen.get("spec")),
                                "params": _num(gen.get("params")), "flops": _num(gen.get("flops"))})
@@ -302,7 +307,7 @@ def load_results(results_dir: Path, models_dir: Path | None = None, db: Path | N
     from .aggregate import add_seed_aggregates
 
     models = add_seed_aggregates(models, seeds_df)
-    return Results(models, seeds_df, epochs, gen_counts, warnings, root, config or {})
+    return Results(models, seeds_df, epochs, gen_counts, warnings, root, config or {}, db)
 
 
 def _kind_from_name(name: str) -> str:

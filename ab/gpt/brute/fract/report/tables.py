@@ -36,7 +36,8 @@ def _group(models: pd.DataFrame, group: str) -> pd.DataFrame:
 SUMMARY_METRICS = (
     Metric("generated", "models generated (valid)", "count"),
     Metric("evaluated", "models evaluated (finished)", "count"),
-    Metric("running", "in progress", "count"),
+    Metric("running", "in progress (or interrupted)", "count"),
+    Metric("in_db", "registered in the LEMUR DB", "count"),
     Metric("pending", "not yet evaluated", "count"),
     Metric("trained", "trained successfully", "count"),
     *(Metric(f, f"failed: {f}", "count") for f in FAILURES),
@@ -58,7 +59,7 @@ SUMMARY_METRICS = (
 )
 
 
-def summary_values(models: pd.DataFrame, generated: int | None) -> dict:
+def summary_values(models: pd.DataFrame, generated: int | None, db_read: bool = False) -> dict:
     """The summary metrics of one group of models (raw values; NaN when unknown)."""
     status = models["status"].value_counts()
     evaluated = int(status.reindex(list(FINISHED)).fillna(0).sum())
@@ -67,7 +68,7 @@ def summary_values(models: pd.DataFrame, generated: int | None) -> dict:
     best = ok.loc[ok["acc_mean"].idxmax()] if len(ok) else None
     done = models[models["status"].isin(FINISHED)]
     v = {"generated": math.nan if generated is None else generated, "evaluated": evaluated,
-         "running": int(status.get(RUNNING, 0)), "pending": int(status.get(PENDING, 0)),
+         "running": int(status.get(RUNNING, 0)), "in_db": int(models["in_db"].sum()) if db_read else math.nan, "pending": int(status.get(PENDING, 0)),
          "trained": int(status.get("trained", 0)), **{f: int(status.get(f, 0)) for f in FAILURES},
          "success_rate": status.get("trained", 0) / evaluated if evaluated else math.nan,
          "acc_first_mean": summarize(ok["acc_first_mean"]).mean, "acc_mean": acc.mean, "acc_std": acc.std,
@@ -92,7 +93,7 @@ def summary(results: Results) -> dict[str, dict]:
         if g != "all" and not len(sub):
             continue
         generated = int(sub["generated"].sum()) if results.generation else None
-        out[g] = summary_values(sub, generated)
+        out[g] = summary_values(sub, generated, results.db is not None)
     return out
 
 
