@@ -84,3 +84,14 @@ def test_code_extraction(text):
 def test_code_without_net_is_rejected():
     [item] = extract.parse_code("```python\nprint('hi')\n```", "M", "test")
     assert isinstance(item, extract.Rejection) and "class Net" in item.reason
+
+
+def test_outside_space():
+    from ab.gpt.brute.fract.space import Space
+
+    space = Space.default(REG).with_values(depth=(1, 2), channels=((8, 16),))
+    inside = space.point(5)
+    assert extract.outside_space(inside, space) is None
+    assert "depth" in extract.outside_space(inside.replace(depth=3, channels=(8, 16, 16)), space)
+    assert "channels" in extract.outside_space(ArchSpec.from_dict({**SPEC, "channels": [8, 32]}), space)
+    assert "layers" in extract.outside_space(ArchSpec.from_dict({**SPEC, "layers": ["dil3x3"]}), space)

@@ -121,6 +121,28 @@ def check_spec(obj: Any, registry: Registry) -> ArchSpec | Rejection:
     return spec
 
 
+def outside_space(spec: ArchSpec, space) -> str | None:
+    """Why `spec` is not a point of `space` (its declared values), or None when it is one."""
+    if spec.kind != space.kind:
+        return f"kind {spec.kind} (the space is {space.kind})"
+    checks = [("depth", spec.depth, space.depth), ("dropout", spec.dropout, space.dropout),
+              ("pool", spec.pool, space.pool), ("head", spec.head, space.head)]
+    if spec.kind == "fractal":
+        checks.append(("columns", spec.columns, space.columns))
+        if spec.columns > 1:
+            checks += [("join", spec.join, space.join), ("local_drop", spec.local_drop, space.local_drop),
+                       ("global_drop", spec.global_drop, space.global_drop)]
+    for name, value, allowed in checks:
+        if value not in allowed:
+            return f"{name} {value} is not among the space's {list(allowed)}"
+    schedules = [(tuple(c) + (c[-1],) * spec.depth)[:spec.depth] for c in space.channels]
+    if spec.channels not in schedules:
+        return f"channels {list(spec.channels)} follow none of the space's schedules"
+    allowed_layers = set(space.conv) | set(space.norm) | set(space.act) | {"dropout"}
+    extra = [n for n in spec.layers if n not in allowed_layers]
+    return f"layers {extra} are not in the space" if extra else None
+
+
 def parse_specs(text: str, registry: Registry) -> list[ArchSpec | Rejection]:
     answer = strip_reasoning(text)
     if not answer:

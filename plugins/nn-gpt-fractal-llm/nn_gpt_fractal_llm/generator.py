@@ -9,6 +9,7 @@ Options (`--gen-opt KEY=VALUE`):
   new_lemur            results folder with runs/<Model>.json [<LEMUR root>/new_lemur]
   lemur_db             LEMUR SQLite DB [<LEMUR root>/db/ab.nn.db]
   round                round number recorded in the logs (the closed loop sets it)
+  strict_space         1: reject specs outside the declared space's values [0: any valid spec]
 
 No further call is made once the forwarded proposals that are valid or still being validated would fill
 the limit (a proposal that then fails validation leaves the run short rather than costing another call).
@@ -42,7 +43,7 @@ NAME = "llm"
 CALL_LOG = "llm_calls.jsonl"
 RESPONSE_CHARS = 50_000  # characters of each raw response kept in the call log
 OPTIONS = ("llm", "llm_config", "prompt", "prompt_config", "mode", "proposals", "max_calls", "new_lemur",
-           "lemur_db", "round")
+           "lemur_db", "round", "strict_space")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Options:
     new_lemur: Path
     lemur_db: Path
     round: int
+    strict_space: bool = False
 
     @classmethod
     def parse(cls, options: dict[str, str]) -> "Options":
@@ -83,7 +85,8 @@ class Options:
                    mode=mode or "", proposals=count("proposals"), max_calls=count("max_calls"),
                    new_lemur=Path(options["new_lemur"]) if options.get("new_lemur") else new_lemur_dir(root),
                    lemur_db=Path(options["lemur_db"]) if options.get("lemur_db") else root / "db" / "ab.nn.db",
-                   round=int(options.get("round", 0) or 0))
+                   round=int(options.get("round", 0) or 0),
+                   strict_space=options.get("strict_space", "0").lower() in ("1", "true", "yes"))
 
 
 class Recorder:
@@ -156,6 +159,10 @@ def llm_proposals(space: Space, request: Request, *, registry: Registry | None =
         for i, item in enumerate(items):
             if isinstance(item, extract.Rejection):
                 rec.reject("invalid", "llm output: " + item.reason, item.raw, item.spec, call_id, i)
+                continue
+            if opts.strict_space and isinstance(item, ArchSpec) and extract.outside_space(item, space):
+                rec.reject("invalid", "llm output: outside the space: " + extract.outside_space(item, space),
+                           item.to_json(), item.to_dict(), call_id, i)
                 continue
             key = item.spec_hash if isinstance(item, ArchSpec) else item.key
             raw = item.to_json() if isinstance(item, ArchSpec) else item.code
