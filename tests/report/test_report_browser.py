@@ -41,7 +41,8 @@ def expected_from_raw(models: Path, results: Path) -> dict:
     acc = {}
     for r in runs:
         if r["status"] == "trained":
-            acc[r["name"]] = statistics.mean(s["epochs"][-1]["accuracy"] for s in r["seeds"] if s["status"] == "trained")
+            last = [s["epochs"][-1]["accuracy"] for s in r["seeds"] if s["status"] == "trained"]
+            acc[r["name"]] = statistics.mean(last)
     finished = [r for r in runs if r["status"] in ("trained", "diverged", "out-of-memory", "timed-out", "error")]
     manifest = [json.loads(line) for line in (models / "manifest.jsonl").read_text().splitlines()]
     fractal = [a for n, a in acc.items() if n.startswith("FractalNet")]

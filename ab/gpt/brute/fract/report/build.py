@@ -15,8 +15,8 @@ from .stats import ALPHA, CONFIDENCE
 CAPTIONS = {
     "accuracy_distribution": "How many models reach which validation accuracy after the first epoch (grey) "
                              "and after the last (blue); each model counts once, with its mean over seeds.",
-    "loss_curves": "Training loss per epoch (mean over seeds, band: 95% CI) of the best fractal variant, the "
-                   "mean of all fractal variants, plain networks of 5/10/20/40 layers built from the same "
+    "loss_curves": "Training loss per epoch (mean over seeds; bands: 95% CI) of the best fractal variant, "
+                   "the mean of all fractal variants, plain networks of 5/10/20/40 layers built from the same "
                    "layers and widths, and the variant's deepest column trained alone (dashed).",
     "heatmap_depth_columns": "Mean validation accuracy of trained fractal variants in each (N, C) cell, "
                              "with the 95% CI half-width over the cell's models and the number of models.",

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -65,18 +66,19 @@ def accuracy_distribution(r: Results) -> plt.Figure:
     both = np.concatenate([_pct(first), _pct(last)])
     lo, hi = math.floor(both.min() - 1), math.ceil(both.max() + 1)
     bins = np.linspace(lo, hi, min(40, max(10, len(both))) + 1)
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    last_epoch = int(r.epochs["epoch"].max()) if len(r.epochs) else 0
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ends = set(tables.trained(m)["epochs_done"])
+    last_label = f"epoch {ends.pop()}" if len(ends) == 1 else "last epoch"
     ax.hist(_pct(first), bins=bins, alpha=0.55, color="#95a5a6", label=f"epoch 1 (n={len(first)})")
-    ax.hist(_pct(last), bins=bins, alpha=0.65, color=FRACTAL,
-            label=f"last epoch (≤ {last_epoch}), trained models (n={len(last)})")
+    ax.hist(_pct(last), bins=bins, alpha=0.65, color=FRACTAL, label=f"{last_label}, trained (n={len(last)})")
     for s, colour in ((first, "#7f8c8d"), (last, FRACTAL)):
         if len(s):
             ax.axvline(100 * s.mean(), color=colour, ls="--", lw=1.2)
     ax.set_xlabel("validation accuracy (%), mean over seeds")
     ax.set_ylabel("number of models")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Validation-accuracy distribution: first vs last epoch (dashed: means)")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
 
 
@@ -90,11 +92,11 @@ def _curve(r: Results, names, col: str = "train_loss") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["epoch", "mean", "lo", "hi", "n"])
 
 
-def _draw(ax, c: pd.DataFrame, label: str, colour: str, **kw) -> None:
+def _draw(ax, c: pd.DataFrame, label: str, colour: str, band: bool = False, **kw) -> None:
     if not len(c):
         return
     ax.plot(c["epoch"], c["mean"], marker="o", ms=3.5, color=colour, label=label, **kw)
-    band = c.dropna(subset=["lo", "hi"])
+    band = c.dropna(subset=["lo", "hi"]) if band else c.iloc[0:0]
     if len(band):  # a loss is never negative
         ax.fill_between(band["epoch"], band["lo"].clip(lower=0), band["hi"], color=colour, alpha=0.15, lw=0)
 
@@ -112,9 +114,10 @@ def loss_curves(r: Results) -> plt.Figure:
         raise NoData("no epoch results yet")
     best = frac.iloc[0]
     fig, ax = plt.subplots(figsize=(7.5, 4))
-    _draw(ax, _curve(r, frac["model"]), f"all fractal variants (mean of {len(frac)})", "#7f8c8d", lw=1)
+    if len(frac) > 1:
+        _draw(ax, _curve(r, frac["model"]), f"all fractal variants (mean of {len(frac)})", "#7f8c8d", lw=1)
     _draw(ax, _curve(r, [best["model"]]), f"best fractal: N={best['depth']:.0f}, C={best['columns']:.0f}",
-          FRACTAL, lw=2.4)
+          FRACTAL, band=True, lw=2.4)
     matched = plain[(plain["spec_key"] == best["spec_key"]) & (plain["depth"] == best["depth"])]
     pool = matched if len(matched) else plain
     tag = "matched" if len(matched) else "all plain"
@@ -123,13 +126,14 @@ def loss_curves(r: Results) -> plt.Figure:
         deepest = len(matched) and L == best["deepest_path"]
         label = f"deepest column alone ({L} layers)" if deepest else f"plain {L} layers ({tag}, n={len(g)})"
         _draw(ax, _curve(r, g["model"]), label, "#2c3e50" if deepest else PLAIN_COLOURS.get(L, PLAIN),
-              ls="--" if deepest else "-", lw=1.8 if deepest else 1.4)
+              band=bool(deepest), ls="--" if deepest else "-", lw=1.8 if deepest else 1.4)
     if not len(plain):
         ax.text(0.98, 0.95, "no plain baselines in this sweep\n(generate with AlterNNFN --baselines)",
                 transform=ax.transAxes, ha="right", va="top", fontsize=8.5, color="#7f8c8d")
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (cross-entropy, mean per image)")
-    ax.set_title("Training loss: fractal vs plain networks (bands: 95% CI over seeds)")
+    ax.set_title("Training loss: fractal vs plain networks\n"
+                 "(bands: 95% CI over seeds, best variant and its deepest column)")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
@@ -217,9 +221,11 @@ def pareto(r: Results) -> plt.Figure:
                    label="Pareto front", zorder=3)
         if log:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short ranges
         ax.set_xlabel(label)
     axes[0].set_ylabel("validation accuracy (%)")
-    axes[0].legend(loc="lower right", fontsize=8)
+    handles = {l: h for ax in axes for h, l in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.06))
     fig.suptitle("Accuracy against cost (error bars: 95% CI over seeds, clipped to 0-100%; circled: Pareto-optimal)")
     fig.tight_layout()
     return fig

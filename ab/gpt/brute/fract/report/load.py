@@ -226,7 +226,8 @@ def read_db(path: Path, names: set[str] | None) -> tuple[dict[str, list[dict]], 
                             "train_accuracy": ta, "epoch_time_s": _num(dur) / 1e9, "images_per_s": ips})
     for by_prm in seeds.values():  # a trial that reached its epoch_max is complete
         for s in by_prm.values():
-            if s["epochs"] and s.get("epoch_max") and max(_num(e["epoch"]) for e in s["epochs"]) >= _num(s["epoch_max"]):
+            last = max((_num(e["epoch"]) for e in s["epochs"]), default=0)
+            if s.get("epoch_max") and last >= _num(s["epoch_max"]):
                 s["status"] = "trained"
     return {nn: list(v.values()) for nn, v in seeds.items()}, set(seeds)
 
@@ -244,8 +245,9 @@ def load_results(results_dir: Path, models_dir: Path | None = None, db: Path | N
     manifest, gen_counts = read_manifest(models_dir, warnings)
     db_seeds, in_db = read_db(db, set(runs) | set(stats) | set(manifest)) if db else ({}, set())
 
-    working = sorted(p.name for p in (root / WORK).iterdir()
-                     if p.is_dir() and (p.name in manifest or MODEL_NAME.match(p.name))) if (root / WORK).is_dir() else []
+    work = root / WORK
+    working = sorted(p.name for p in work.iterdir()
+                     if p.is_dir() and (p.name in manifest or MODEL_NAME.match(p.name))) if work.is_dir() else []
     names = list(dict.fromkeys([*runs, *stats, *db_seeds, *working]))
     if not names:
         hint = f" ({len(warnings)} unreadable: {warnings[0]})" if warnings else ""

@@ -68,7 +68,8 @@ def summary_values(models: pd.DataFrame, generated: int | None, db_read: bool = 
     best = ok.loc[ok["acc_mean"].idxmax()] if len(ok) else None
     done = models[models["status"].isin(FINISHED)]
     v = {"generated": math.nan if generated is None else generated, "evaluated": evaluated,
-         "running": int(status.get(RUNNING, 0)), "in_db": int(models["in_db"].sum()) if db_read else math.nan, "pending": int(status.get(PENDING, 0)),
+         "running": int(status.get(RUNNING, 0)), "pending": int(status.get(PENDING, 0)),
+         "in_db": int(models["in_db"].sum()) if db_read else math.nan,
          "trained": int(status.get("trained", 0)), **{f: int(status.get(f, 0)) for f in FAILURES},
          "success_rate": status.get("trained", 0) / evaluated if evaluated else math.nan,
          "acc_first_mean": summarize(ok["acc_first_mean"]).mean, "acc_mean": acc.mean, "acc_std": acc.std,
