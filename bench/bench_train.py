@@ -13,7 +13,8 @@ A. Throughput, same model file, batch 16, same images (the first --images of the
    Each runs in its own process with the same torch thread count; they alternate --repeats times and the
    median is reported.
 B. Checkpointing, on a large variant (N=3, C=4, 64-128-256 channels, bf16 autocast as in the runner):
-   step time (full `learn()` steps) and peak activation memory with and without it. Each case runs in a
+   step time (full `learn()` steps) and peak activation memory (all columns, drop-path off: the largest
+   step) with and without it. Each case runs in a
    fresh process: with the gradients already allocated, the peak resident memory (VmHWM) over 3 forward +
    backward passes minus the resident memory just before them is the activation peak (saved activations,
    recomputed ones, autocast weight copies and backward temporaries). glibc's mmap threshold is fixed at
@@ -131,10 +132,17 @@ def child_ckpt(path: str, checkpointing: bool, threads: int, steps: int = 3, **_
     for p in net.parameters():  # gradients exist beforehand; backward accumulates into them in place
         p.grad = torch.zeros_like(p)
     net.train()
+    drop = net.global_drop, [b.local_drop for b in net.blocks]
+    net.global_drop = 0.0  # memory of the full graph (all columns, no drop-path): the worst step
+    for b in net.blocks:
+        b.local_drop = 0.0
     base = rss_kb()
     for _ in range(steps):  # the model's own forward (autocast, drop-path, checkpointing) and backward
         net.criteria[0](net(x), y).backward()
     peak_mb = (hwm_kb() - base) / 1024
+    net.global_drop = drop[0]
+    for b, d in zip(net.blocks, drop[1]):
+        b.local_drop = d
     net.learn([(x, y)])  # warm-up of the optimizer path
     t = time.perf_counter()
     net.learn([(x, y)] * steps)
@@ -176,6 +184,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1536)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--only", choices=["throughput", "checkpointing"], help="run one part")
     ap.add_argument("--data-dir", help="cifar-10-batches-py folder [$NN_GPT_FRACTAL_CIFAR, the shared subset]")
     ap.add_argument("--child")
     ap.add_argument("payload", nargs="?")
@@ -199,27 +208,39 @@ def main() -> None:
         large = generate(LARGE, tmp / "large")
         print(f"data: {batches}; {args.images} images, batch 16, {args.threads} torch threads, "
               f"cpu cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
-        print(f"A. throughput, model {mid.stem}")
-        a_runs, b_runs = [], []
-        with Sandbox(workers=1, limits=Limits(timeout_s=1800, cpu_s=36000), run_dir=tmp / "run") as box:
-            for _ in range(args.repeats):
-                a_runs.append(child("lemur", path=str(mid), data_dir=str(batches), images=args.images,
-                                    threads=args.threads, cwd=str(tmp))["images_per_s"])
-                b = ours(mid, prepared, args.images, args.threads, box)
-                b_runs.append(b["images_per_s"])
-        a, b_med = statistics.median(a_runs), statistics.median(b_runs)
-        print(f"  (a) nn-dataset path (fp32, DataLoader + PIL transforms): {a:8.1f} images/s  runs {fmt(a_runs)}")
-        print(f"  (b) our runner (amp={b['amp']}, checkpointing={b['checkpointing']}, "
-              f"channels_last={b['channels_last']}): {b_med:8.1f} images/s  runs {fmt(b_runs)}")
-        print(f"  ratio (b)/(a): {b_med / a:.2f}x")
-        print(f"B. checkpointing, model {large.stem}, batch 16, bf16 autocast")
-        res = {ck: child("ckpt", path=str(large), checkpointing=ck, threads=args.threads, cwd=str(tmp))
-               for ck in (False, True)}
-        for ck, r in res.items():
-            print(f"  checkpointing {'on ' if ck else 'off'}: peak activation {r['peak_activation_mb']:7.1f} MB, "
-                  f"step {r['step_s']:.3f} s")
-        print(f"  memory cut {res[False]['peak_activation_mb'] / max(res[True]['peak_activation_mb'], 1e-9):.2f}x, "
-              f"step time x{res[True]['step_s'] / res[False]['step_s']:.2f}")
+        if args.only != "checkpointing":
+            throughput(args, mid, batches, prepared, tmp)
+        if args.only != "throughput":
+            checkpointing(args, large, tmp)
+
+
+def throughput(args, mid: Path, batches: Path, prepared: dict, tmp: Path) -> None:
+    from ab.gpt.brute.fract.sandbox import Limits, Sandbox
+
+    print(f"A. throughput, model {mid.stem}")
+    a_runs, b_runs = [], []
+    with Sandbox(workers=1, limits=Limits(timeout_s=1800, cpu_s=36000), run_dir=tmp / "run") as box:
+        for _ in range(args.repeats):
+            a_runs.append(child("lemur", path=str(mid), data_dir=str(batches), images=args.images,
+                                threads=args.threads, cwd=str(tmp))["images_per_s"])
+            b = ours(mid, prepared, args.images, args.threads, box)
+            b_runs.append(b["images_per_s"])
+    a, b_med = statistics.median(a_runs), statistics.median(b_runs)
+    print(f"  (a) nn-dataset path (fp32, DataLoader + PIL transforms): {a:8.1f} images/s  runs {fmt(a_runs)}")
+    print(f"  (b) our runner (amp={b['amp']}, checkpointing={b['checkpointing']}, "
+          f"channels_last={b['channels_last']}): {b_med:8.1f} images/s  runs {fmt(b_runs)}")
+    print(f"  ratio (b)/(a): {b_med / a:.2f}x")
+
+
+def checkpointing(args, large: Path, tmp: Path) -> None:
+    print(f"B. checkpointing, model {large.stem}, batch 16, bf16 autocast")
+    res = {ck: child("ckpt", path=str(large), checkpointing=ck, threads=args.threads, cwd=str(tmp))
+           for ck in (False, True)}
+    for ck, r in res.items():
+        print(f"  checkpointing {'on ' if ck else 'off'}: peak activation {r['peak_activation_mb']:7.1f} MB, "
+              f"step {r['step_s']:.3f} s")
+    print(f"  memory cut {res[False]['peak_activation_mb'] / max(res[True]['peak_activation_mb'], 1e-9):.2f}x, "
+          f"step time x{res[True]['step_s'] / res[False]['step_s']:.2f}")
 
 
 def fmt(xs: list[float]) -> str:
