@@ -59,6 +59,8 @@ def _summary_cell(kind: str, value) -> tuple[str, str]:
 def summary_context(values: dict[str, dict]) -> dict:
     rows = []
     for m in tables.SUMMARY_METRICS:
+        if m.key == "in_db" and all(fmt.missing(v[m.key]) for v in values.values()):
+            continue  # no DB was read
         cells = []
         for g, v in values.items():
             text, raw = _summary_cell(m.kind, v[m.key])

@@ -3,6 +3,7 @@ correction, and the Pareto front. NaNs are dropped; too few values give NaN, nev
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -52,7 +53,9 @@ def welch(a: Iterable[float], b: Iterable[float]) -> tuple[float, float]:
         return math.nan, math.nan
     if a.std(ddof=1) == 0 and b.std(ddof=1) == 0:  # no spread: equal means are identical, else certain
         return (0.0, 1.0) if a.mean() == b.mean() else (math.copysign(math.inf, a.mean() - b.mean()), 0.0)
-    res = _st.ttest_ind(a, b, equal_var=False)
+    with warnings.catch_warnings():  # near-identical seeds (e.g. stuck at chance) only lose precision
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = _st.ttest_ind(a, b, equal_var=False)
     return float(res.statistic), float(res.pvalue)
 
 
