@@ -25,12 +25,11 @@ norm [mean, std], transform, train_limit, amp, checkpointing, threads. Returns
 """
 from __future__ import annotations
 
-import math
 import os
 
 import torch
 
-from ..NNAlterFractalNet import build, derive_seed, resolve_device, seed_all
+from ..NNAlterFractalNet import build, derive_seed, finite, resolve_device, seed_all
 from ..data import TRANSFORMS, TensorCifar, load_split
 
 
@@ -77,8 +76,8 @@ def train_one(model, init_state: dict, prm: dict, lr_late, train: TensorCifar, s
     batches = batch_stream(train, batch, seed)
     for _ in range(steps):
         out = model.learn([next(batches)])
-        loss = float(out[1] if isinstance(out, (tuple, list)) else out)
-        if not math.isfinite(loss):
+        loss = finite(out[1] if isinstance(out, (tuple, list)) else out)
+        if loss is None:
             break
         losses.append(loss)
     return losses + [None] * (steps - len(losses))

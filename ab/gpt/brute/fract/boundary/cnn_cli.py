@@ -50,8 +50,8 @@ import click
               help="Seconds allowed per pixel.")
 @click.option("--data-dir", type=click.Path(), default=None,
               help="cifar-10-batches-py folder [$NN_GPT_FRACTAL_CIFAR, then <LEMUR root>/data].")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Output folder (a rerun resumes).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output folder; a rerun resumes [<LEMUR root>/out/boundary-cnn/<model name>].")
 @click.option("--name", default="map", show_default=True, help="Base name of the written files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def cnn_cmd(model_path, grid, lr_range, momentum_range, lr_late_range, momentum, res, res_x, res_y, out_dir, name,
@@ -69,15 +69,14 @@ def cnn_cmd(model_path, grid, lr_range, momentum_range, lr_late_range, momentum,
     from ..data import DataError, lemur_norm, locate, prepare
     from ..paths import lemur_root
 
-    out = Path(out_dir)
     nx, ny = res_x or res, res_y or res
     x = Axis("lr", *lr_range, nx, True)
     y = (Axis("momentum", *momentum_range, ny, False) if grid == "lr-momentum"
          else Axis("lr_late", *(lr_late_range or lr_range), ny, True))
     try:
         code = cnn_map.check_model(model_path)
-        cfg = cnn_map.CnnMapConfig(model="", code_sha="", grid=grid, x=x, y=y, momentum=momentum,
-                                   pixels_per_job=pixels_per_job, timeout_per_pixel=timeout, **kw)
+        cfg = cnn_map.CnnMapConfig(model="", code_sha="", model_name=Path(model_path).stem, grid=grid, x=x, y=y,
+                                   momentum=momentum, pixels_per_job=pixels_per_job, timeout_per_pixel=timeout, **kw)
         cfg.validate()
         if cfg.device == "cuda":
             import torch
@@ -87,6 +86,7 @@ def cnn_cmd(model_path, grid, lr_range, momentum_range, lr_late_range, momentum,
         data = prepare(locate(data_dir), lemur_root() / "out" / "cache").to_dict()
     except (ValueError, DataError) as e:
         raise click.UsageError(str(e))
+    out = Path(out_dir) if out_dir else lemur_root() / "out" / "boundary-cnn" / cfg.model_name
     out.mkdir(parents=True, exist_ok=True)
     cfg.model, cfg.code_sha = cnn_map.stage_model(code, out)
     cfg.data_id = Path(data["train_x"]).parent.name
@@ -103,11 +103,12 @@ def cnn_cmd(model_path, grid, lr_range, momentum_range, lr_late_range, momentum,
         if "different settings" not in str(e):
             raise
         raise click.UsageError(str(e))  # --out holds tiles of another map
+    finally:
+        try:
+            run_dir.rmdir()  # the sandbox's scratch folder, empty once its workers are gone
+        except OSError:
+            pass
     paths = cnn_map.write_outputs(result, out, name)
-    try:
-        run_dir.rmdir()
-    except OSError:
-        pass
     s, conv = result.stats, result.arrays["converged"]
     click.echo(f"{s['computed']} tiles computed, {s['reused']} reused, {result.seconds:.1f} s; "
                f"{int(conv.sum())}/{conv.size} pixels converged")

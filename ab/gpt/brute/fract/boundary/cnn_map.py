@@ -47,6 +47,7 @@ class CnnMapConfig:
 
     model: str  # the checked copy of the model file that workers import
     code_sha: str
+    model_name: str = ""  # the original file's stem, for titles (not in the fingerprint)
     grid: str = "lr-momentum"  # x = lr (log); y = momentum (linear) or the later blocks' lr (log)
     x: Axis = dataclasses.field(default_factory=lambda: Axis("lr", 1e-3, 10.0, 8, True))
     y: Axis = dataclasses.field(default_factory=lambda: Axis("momentum", 0.0, 0.99, 8, False))
@@ -107,7 +108,7 @@ class CnnMapConfig:
         """Hash of what changes the numbers; the model enters by its code hash, not its path. The readout
         kind is left out (tiles keep every readout)."""
         d = self.to_dict()
-        for k in ("model", "readout", "pixels_per_job", "timeout_per_pixel"):
+        for k in ("model", "model_name", "readout", "pixels_per_job", "timeout_per_pixel"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -337,8 +338,9 @@ def write_outputs(res: CnnMapResult, out_dir: str | Path, name: str = "map") -> 
         with open(paths[key] + ".tmp", "wb") as f:
             save(f)
         os.replace(paths[key] + ".tmp", paths[key])
-    model = Path(cfg.model).name
-    title = f"{model[:60]}\n{cfg.steps} steps, batch {cfg.batch}, readout {cfg.readout}"
+    model = cfg.model_name or Path(cfg.model).stem
+    fixed = f", momentum {cfg.momentum:g}" if cfg.grid == "lr-groups" else ""
+    title = f"{model[:70]}\n{cfg.steps} steps, batch {cfg.batch}{fixed}, readout {cfg.readout}"
     render.save_png(res.scores, cfg.axes_meta(), paths["png"], title=title)
     render.save_raw_png(res.scores, paths["raw_png"])
     conv = res.arrays["converged"]
