@@ -38,6 +38,12 @@ def test_generates_valid_distinct_models_with_a_manifest(cli, tmp_path):
     assert "6 new valid models" in r.stdout
 
 
+def test_relative_output_folder(cli, tmp_path):
+    r = cli(GEN, *SMALL, "--limit", "2", "--out", "rel/models", cwd=tmp_path)
+    assert r.returncode == 0 and "2 new valid models" in r.stdout, r.stdout + r.stderr
+    assert len(list((tmp_path / "rel" / "models").glob("*.py"))) == 2
+
+
 def test_rerun_is_idempotent_and_never_wipes(cli, tmp_path):
     out = tmp_path / "models"
     assert cli(GEN, *SMALL, "--limit", "4", "--out", str(out)).returncode == 0

@@ -80,6 +80,7 @@ def generate(proposals: Iterable[ArchSpec | CodeProposal], registry: Registry, o
              progress: Callable[[str, str], None] | None = None) -> Outcome:
     """Validate proposals and write the distinct valid ones into `out`, until the folder holds `limit`
     valid models from these proposals (earlier runs' count too, so a rerun does nothing new)."""
+    out = Path(out).absolute()  # workers run in their own folder
     check_writable(out)
     manifest = Manifest.load(out)
     staging = out / STAGING
