@@ -83,7 +83,9 @@ def print_summary(outcome: SweepOutcome) -> None:
               help="nn-dataset transform name")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="trials per model")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="first seed")
-@click.option("--amp/--no-amp", default=True, show_default=True, help="mixed precision (CPU bf16; CUDA bf16 or fp16)")
+@click.option("--amp", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="mixed precision (CPU bf16; CUDA bf16 or fp16); auto: on CUDA, and on CPU when every conv "
+                   "has >= 16 channels (narrower ones run slower in bf16)")
 @click.option("--checkpointing/--no-checkpointing", default=True, show_default=True,
               help="gradient checkpointing of fractal blocks")
 @click.option("--channels-last/--no-channels-last", default=False, show_default=True, help="channels_last memory format")
@@ -121,7 +123,7 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
             raise click.UsageError("--executor ray needs Ray: pip install 'nn-gpt-fractal[ray]'") from None
     cfg = SweepConfig(models=models or models_dir(), out=out or new_lemur_dir(), filter=pattern, limit=limit,
                       epochs=epochs, batch=batch, lr=lr, momentum=momentum, dropout=dropout, transform=transform,
-                      seeds=seeds, seed=seed, amp=amp, checkpointing=checkpointing, channels_last=channels_last,
+                      seeds=seeds, seed=seed, amp={"on": True, "off": False}.get(amp, amp), checkpointing=checkpointing, channels_last=channels_last,
                       device=device, data_dir=data_dir, train_limit=train_limit, test_limit=test_limit, db=db,
                       register=not no_register, fetch_lemur_db=fetch_lemur_db, workers=workers, executor=executor,
                       address=address, timeout=timeout, memory_gb=memory_gb, threads=threads, save_best=save_best,

@@ -42,7 +42,22 @@ def test_same_seed_same_numbers(box, setup):
     assert losses(a) != losses(c)
     e = a["epochs"][0]
     assert e["images_per_s"] > 0 and e["peak_memory_mb"] > 0 and e["epoch_time_s"] > 0
-    assert a["amp"] and a["checkpointing"] and a["device"] == "cpu"
+    assert not a["amp"] and a["checkpointing"] and a["device"] == "cpu"  # amp auto: 8-channel convs stay fp32
+    forced = train(box, setup, box.run_dir / "d", seed=3, epochs=1, amp=True)
+    assert forced["amp"] and losses(forced) != losses(a)[:1]
+
+
+def test_auto_amp_follows_conv_width():
+    import torch
+    import torch.nn as nn
+
+    from ab.gpt.brute.fract.NNAlterFractalNet import auto_amp
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    narrow = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 32, 3))
+    wide = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 64, 3))
+    assert not auto_amp(narrow, cpu) and auto_amp(wide, cpu) and auto_amp(narrow, cuda)
+    assert not auto_amp(nn.Linear(4, 4), cpu)
 
 
 def test_checkpointing_does_not_change_the_numbers(box, setup):

@@ -1,6 +1,6 @@
 """A small real sweep for the report tests: generate a few tiny models with matched plain baselines, train
 each briefly with K seeds on the shared CIFAR-10 subset, and leave NNEval's results layout behind.
-(--no-amp: bf16 autocast is several times slower on this CPU; the sweep only has to be real and quick.)
+(--amp off: bf16 autocast is several times slower on this CPU; the sweep only has to be real and quick.)
 """
 from __future__ import annotations
 
@@ -34,6 +34,6 @@ def make_sweep(root: Path) -> tuple[Path, Path]:
     # NN_GPT_FRACTAL_ROOT keeps NNEval's DB registration inside the test folder
     r = run_module("ab.gpt.NNEval", "--models", str(models), "--out", str(results), "--epochs", str(EPOCHS),
                    "--seeds", str(SEEDS), "--train-limit", str(TRAIN), "--test-limit", str(TEST),
-                   "--data-dir", str(DATA), "--no-amp", "-q", env={"NN_GPT_FRACTAL_ROOT": str(root)})
+                   "--data-dir", str(DATA), "--amp", "off", "-q", env={"NN_GPT_FRACTAL_ROOT": str(root)})
     assert r.returncode == 0, r.stderr[-3000:]
     return models, results

@@ -49,7 +49,7 @@ class SweepConfig:
     transform: str = "norm_flip"
     seeds: int = 1
     seed: int = 0
-    amp: bool = True
+    amp: bool | str = "auto"
     checkpointing: bool = True
     channels_last: bool = False
     device: str = "auto"
