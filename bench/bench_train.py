@@ -166,14 +166,14 @@ def hwm_kb() -> int:
 
 
 # -- (b) through the real runner --------------------------------------------------------------------------
-def ours(path: Path, prepared: dict, images: int, threads: int, box) -> dict:
+def ours(path: Path, prepared: dict, images: int, threads: int, box, **over) -> dict:
     from ab.gpt.brute.fract import data
     from ab.gpt.brute.fract.executors import TRAIN
 
     work = box.run_dir / f"t{time.monotonic_ns()}"
     res = box.call(TRAIN, path=str(path), config={
         "epochs": 1, "batch": 16, "data": prepared, "norm": data.lemur_norm(), "train_limit": images,
-        "test_limit": 16, "threads": threads, "work_dir": str(work)})
+        "test_limit": 16, "threads": threads, "work_dir": str(work), **over})
     e = res["epochs"][0]
     return {"images_per_s": e["images_per_s"], "amp": res["amp"], "checkpointing": res["checkpointing"],
             "channels_last": res["channels_last"]}
@@ -218,18 +218,22 @@ def throughput(args, mid: Path, batches: Path, prepared: dict, tmp: Path) -> Non
     from ab.gpt.brute.fract.sandbox import Limits, Sandbox
 
     print(f"A. throughput, model {mid.stem}")
-    a_runs, b_runs = [], []
+    a_runs, b_runs, c_runs = [], [], []
     with Sandbox(workers=1, limits=Limits(timeout_s=1800, cpu_s=36000), run_dir=tmp / "run") as box:
         for _ in range(args.repeats):
             a_runs.append(child("lemur", path=str(mid), data_dir=str(batches), images=args.images,
                                 threads=args.threads, cwd=str(tmp))["images_per_s"])
             b = ours(mid, prepared, args.images, args.threads, box)
             b_runs.append(b["images_per_s"])
+            c_runs.append(ours(mid, prepared, args.images, args.threads, box, checkpointing=False)["images_per_s"])
     a, b_med = statistics.median(a_runs), statistics.median(b_runs)
     print(f"  (a) nn-dataset path (fp32, DataLoader + PIL transforms): {a:8.1f} images/s  runs {fmt(a_runs)}")
     print(f"  (b) our runner (amp={b['amp']}, checkpointing={b['checkpointing']}, "
           f"channels_last={b['channels_last']}): {b_med:8.1f} images/s  runs {fmt(b_runs)}")
     print(f"  ratio (b)/(a): {b_med / a:.2f}x")
+    c_med = statistics.median(c_runs)
+    print(f"  (c) our runner, checkpointing off (not the default; shows its cost): {c_med:8.1f} images/s  "
+          f"runs {fmt(c_runs)}; ratio (c)/(a): {c_med / a:.2f}x")
 
 
 def checkpointing(args, large: Path, tmp: Path) -> None:
