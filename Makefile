@@ -34,6 +34,8 @@ test: setup system-deps
 
 bench: setup
 	$(PY) bench/bench_generate.py
+	$(PY) bench/bench_train.py
+	$(PY) bench/bench_boundary.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -4,7 +4,8 @@
 
 Six variants (depth 2-3, columns 1-3, channels 16,32,64, conv3x3-bn-relu) go to <LEMUR root>/out/fractal;
 NNEval trains each for one epoch on CIFAR-10 in a sandboxed worker, writes <LEMUR root>/new_lemur and
-registers into <LEMUR root>/db/ab.nn.db, then prints the summary table. Data: $NN_GPT_FRACTAL_CIFAR, else
+registers into <LEMUR root>/db/ab.nn.db, prints the summary table and writes the HTML report to
+<LEMUR root>/out/report/. Data: $NN_GPT_FRACTAL_CIFAR, else
 the shared real subset beside the repository (../shared/data/cifar-10-subset), else nn-dataset's usual
 location (downloaded when online); on the full dataset the demo trains on the first 10,000 images.
 Rerunning it is cheap: finished models are skipped.
@@ -56,6 +57,11 @@ def main() -> int:
     outcome = run_sweep(cfg, say=lambda m: print(m, file=sys.stderr))
     print_summary(outcome)
     print(f"results: {cfg.out} (runs/, stat/train/, summary.json); DB: {lemur_root() / 'db' / 'ab.nn.db'}")
+    from .report.build import build_report
+
+    report = build_report(cfg.out, lemur_root() / "out" / "report", models_dir=out, top=6,
+                          title="nn-gpt-fractal demo")
+    print(f"report: {report.html} (open it in a browser; figures and CSV tables beside it)")
     return 0
 
 
