@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 
 # Reinstall our own package (no dependencies) whenever its sources change, so the installed copy is current.
 $(VENV)/.pkg: $(STAMP) $(SRC)
+	rm -rf build
 	$(PY) -m pip install -q --no-deps --force-reinstall .
 	touch $(VENV)/.pkg
 

@@ -6,8 +6,10 @@
   the task a one-worker Sandbox runs the training, so the same limits apply. Connects to `address` or
   starts a local Ray on demand.
 
-`submit(path, config, timeout)` returns a concurrent Future whose result is {"ok": True, "result": ...}
-or {"ok": False, "error": message}; the sweep turns errors into statuses (`classify`).
+Both run `func` ("module:function" inside ab.gpt; the training runner by default) as
+`func(path=..., config=...)`. `submit(path, config, timeout)` returns a concurrent Future whose result
+is {"ok": True, "result": ...} or {"ok": False, "error": message}; the sweep turns errors into
+statuses (`classify`).
 """
 from __future__ import annotations
 
@@ -46,12 +48,12 @@ def _wrap(fut: Future) -> Future:
 
 
 class LocalExecutor:
-    def __init__(self, workers: int, limits: Limits, run_dir: Path) -> None:
-        self.workers = workers
+    def __init__(self, workers: int, limits: Limits, run_dir: Path, func: str = TRAIN) -> None:
+        self.workers, self.func = workers, func
         self.box = Sandbox(workers=workers, limits=limits, run_dir=run_dir)
 
     def submit(self, path: str, config: dict, timeout: float) -> Future:
-        return _wrap(self.box.submit(TRAIN, timeout=timeout, path=path, config=config))
+        return _wrap(self.box.submit(self.func, timeout=timeout, path=path, config=config))
 
     def close(self) -> None:
         self.box.close()
@@ -60,24 +62,24 @@ class LocalExecutor:
         """Interrupted sweep: do not wait for running trials (their workers stop when the driver exits)."""
 
 
-def ray_trial(path: str, config: dict, timeout: float, limits: dict, run_dir: str) -> dict:
-    """Body of one Ray task: a one-worker sandbox trains the trial."""
+def ray_job(func: str, path: str, config: dict, timeout: float, limits: dict, run_dir: str) -> dict:
+    """Body of one Ray task: a one-worker sandbox runs `func` (e.g. trains the trial)."""
     with Sandbox(workers=1, limits=Limits(**limits), run_dir=Path(run_dir)) as box:
         try:
-            return {"ok": True, "result": box.call(TRAIN, timeout=timeout, path=path, config=config)}
+            return {"ok": True, "result": box.call(func, timeout=timeout, path=path, config=config)}
         except SandboxError as e:
             return {"ok": False, "error": str(e)}
 
 
 class RayExecutor:
     def __init__(self, limits: Limits, run_dir: Path, address: str | None = None, gpus: bool = False,
-                 num_cpus: int | None = None) -> None:
+                 num_cpus: int | None = None, func: str = TRAIN) -> None:
         import ray
 
         from .sandbox import _repo_paths
 
         self.ray = ray
-        self.limits, self.run_dir = limits, run_dir
+        self.limits, self.run_dir, self.func = limits, run_dir, func
         self.started_here = not ray.is_initialized()
         if self.started_here:
             env = {"env_vars": {"PYTHONPATH": _repo_paths()}}
@@ -87,11 +89,11 @@ class RayExecutor:
                 ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=env,
                          object_store_memory=100 * 2**20, log_to_driver=False)
         resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
-        self.task = ray.remote(**resources, max_retries=0)(ray_trial)
+        self.task = ray.remote(**resources, max_retries=0)(ray_job)
         self.workers = int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1))
 
     def submit(self, path: str, config: dict, timeout: float) -> Future:
-        ref = self.task.remote(path, config, timeout, self.limits.__dict__, str(self.run_dir))
+        ref = self.task.remote(self.func, path, config, timeout, self.limits.__dict__, str(self.run_dir))
         out: Future = Future()
 
         def done(f: Future) -> None:

@@ -28,8 +28,8 @@ import numpy as np
 
 from .. import codecheck
 from ..atomic import write_json, write_text
-from ..executors import LocalExecutor, RayExecutor, _wrap
-from ..sandbox import Limits, Sandbox, SandboxError
+from ..executors import LocalExecutor, RayExecutor
+from ..sandbox import Limits
 from . import readout, render, tiles
 from .config import Axis
 
@@ -145,36 +145,13 @@ def stage_model(code: str, out_dir: Path) -> tuple[str, str]:
     return str(path), sha
 
 
-# --- executors: NNEval's, calling the pixel trainer instead of the epoch runner -----------------------
-
-class LocalPixels(LocalExecutor):
-    def submit(self, path: str, config: dict, timeout: float):
-        return _wrap(self.box.submit(FUNC, timeout=timeout, path=path, config=config))
-
-
-def ray_pixels(path: str, config: dict, timeout: float, limits: dict, run_dir: str) -> dict:
-    """Body of one Ray task: a one-worker sandbox trains the job's pixels."""
-    with Sandbox(workers=1, limits=Limits(**limits), run_dir=Path(run_dir)) as box:
-        try:
-            return {"ok": True, "result": box.call(FUNC, timeout=timeout, path=path, config=config)}
-        except SandboxError as e:
-            return {"ok": False, "error": str(e)}
-
-
-class RayPixels(RayExecutor):
-    def __init__(self, limits: Limits, run_dir: Path, address: str | None = None, gpus: bool = False) -> None:
-        super().__init__(limits, run_dir, address=address, gpus=gpus)
-        resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
-        self.task = self.ray.remote(**resources, max_retries=0)(ray_pixels)
-
-
 def make_executor(kind: str, workers: int, run_dir: Path, cuda: bool = False, address: str | None = None,
                   memory_gb: float = 8.0):
     # long per-call limits: a job's own timeout (per pixel) is what bounds it
     limits = Limits(timeout_s=24 * 3600, cpu_s=10**7, memory_gb=1e6 if cuda else memory_gb)
-    if kind == "ray":
-        return RayPixels(limits, run_dir, address=address, gpus=cuda)
-    return LocalPixels(workers, limits, run_dir)
+    if kind == "ray":  # NNEval's executors, calling the pixel trainer instead of the epoch runner
+        return RayExecutor(limits, run_dir, address=address, gpus=cuda, func=FUNC)
+    return LocalExecutor(workers, limits, run_dir, func=FUNC)
 
 
 class JobError(RuntimeError):
