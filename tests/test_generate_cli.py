@@ -172,3 +172,16 @@ def test_invalid_models_are_reported_and_never_listed_valid(tmp_path):
     assert "RuntimeError: Invalid channel dimensions" in reasons  # the shape error from the sandboxed forward
     assert sorted(p.stem for p in out.glob("*.py")) == valid
     assert len(outcome.invalid) == 5
+
+
+def test_no_proposal_is_requested_beyond_the_limit(registry, tmp_path):
+    space = Space.default(registry).with_values(depth=(1,), columns=(1, 2), channels=((8,),))
+    pulled = []
+
+    def proposals():
+        for spec in space:
+            pulled.append(spec.name)
+            yield spec
+
+    outcome = generate(proposals(), registry, tmp_path / "m", limit=3, generator="t", workers=2)
+    assert len(outcome.accepted) == 3 and len(pulled) == 3

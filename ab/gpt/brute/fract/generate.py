@@ -127,11 +127,16 @@ def generate(proposals: Iterable[ArchSpec | CodeProposal], registry: Registry, o
                 settle(f)
 
     with Sandbox(workers=workers, limits=Limits(timeout_s=timeout), run_dir=staging) as box:
-        for item in proposals:
-            # submit only while the pending ones could still leave the limit unmet
+        items = iter(proposals)
+        while True:
+            # ask for another proposal only while the pending ones could still leave the limit unmet
+            # (a generator such as an LLM pays for every proposal it is asked for)
             while limit is not None and pending and len(outcome.accepted) + outcome.reused + len(pending) >= limit:
                 drain(len(pending) - 1)
             if limit is not None and len(outcome.accepted) + outcome.reused >= limit:
+                break
+            item = next(items, None)
+            if item is None:
                 break
             key = item.key if isinstance(item, CodeProposal) else item.spec_hash
             old = manifest.records.get(key)
