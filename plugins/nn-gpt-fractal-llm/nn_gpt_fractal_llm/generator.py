@@ -142,8 +142,8 @@ def llm_proposals(space: Space, request: Request, *, registry: Registry | None =
     for call in range(max_calls):
         fb = feedback.collect(request.out_dir, opts.new_lemur, opts.lemur_db, best_k=tmpl.best_k,
                               failures_k=tmpl.failures_k)
-        # the pipeline asks for one more proposal before it checks its limit: do not pay for an LLM call
-        # when what was forwarded, valid or still being validated, would already fill it
+        # do not pay for an LLM call when what was forwarded, valid or still being validated, would
+        # already fill the limit
         promising = sum(1 for k in forwarded if fb.status.get(k, "pending") in ("valid", "pending"))
         if request.limit is not None and promising >= request.limit:
             return
