@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,6 @@ class Outcome:
     reused: int = 0  # of those, valid models: they count toward the limit
     invalid: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
-    counts: Counter = field(default_factory=Counter)
 
 
 def check_writable(folder: Path) -> None:
@@ -95,7 +93,6 @@ def generate(proposals: Iterable[ArchSpec | CodeProposal], registry: Registry, o
                       "validation": mode, "status": status, "reason": reason, **c.fields, **extra})
         if status != "valid":
             (outcome.invalid if status == "invalid" else outcome.duplicates).append((c.name, reason))
-        outcome.counts[status] += 1
         note(status, c.name)
 
     def settle(fut: Future) -> None:
