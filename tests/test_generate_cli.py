@@ -84,6 +84,8 @@ def test_interrupted_run_resumes_without_redoing_or_losing_work(repo, tmp_path):
     proc.wait()
     before = {x["name"] for x in manifest(out)}
     assert 20 <= len(before)
+    (out / ".staging").mkdir(exist_ok=True)
+    (out / ".staging" / "tmpk3x9.py").write_text("half-written")  # a killed run may leave such files
     r = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     recs = manifest(out)
@@ -143,6 +145,22 @@ def test_unwritable_output_and_corrupted_manifest(cli, tmp_path):
     r = cli(GEN, *SMALL, "--limit", "1", "--out", str(out))
     assert r.returncode == 2 and "corrupted at line 1" in r.stderr and r.stderr.count("\n") == 1
     assert sorted(p.name for p in out.iterdir()) == ["manifest.jsonl"]
+
+
+def test_second_run_into_a_busy_folder_is_refused(cli, tmp_path):
+    import fcntl
+    out = tmp_path / "models"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # what a running generation holds
+    try:
+        r = cli(GEN, *SMALL, "--limit", "1", "--out", str(out))
+    finally:
+        os.close(fd)
+    assert r.returncode == 2 and "another generation run is writing to" in r.stderr
+    assert r.stderr.count("\n") == 1 and list(out.iterdir()) == []
+    r = cli(GEN, *SMALL, "--limit", "1", "--out", str(out))
+    assert r.returncode == 0, r.stderr
 
 
 class BrokenLayers:

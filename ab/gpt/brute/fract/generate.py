@@ -6,9 +6,12 @@ interrupted run resumes, and nothing that exists is ever wiped.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import shutil
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -50,6 +53,21 @@ def check_writable(folder: Path) -> None:
                           f"choose another with --out") from None
 
 
+@contextmanager
+def exclusive(folder: Path):
+    """Hold the output folder for one run: a second run into it gets a clear error, not a mixed manifest."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"another generation run is writing to {folder}; wait for it to finish "
+                              f"or choose another --out") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def file_intact(folder: Path, record: dict) -> bool:
     path = folder / f"{record['name']}.py"
     return path.exists() and code_hash(path.read_text()) == record.get("code_hash")
@@ -80,9 +98,16 @@ def generate(proposals: Iterable[ArchSpec | CodeProposal], registry: Registry, o
     valid models from these proposals (earlier runs' count too, so a rerun does nothing new)."""
     out = Path(out).absolute()  # workers run in their own folder
     check_writable(out)
+    with exclusive(out):
+        return _generate(proposals, registry, out, limit=limit, generator=generator, workers=workers,
+                         mode=mode, timeout=timeout, progress=progress)
+
+
+def _generate(proposals, registry, out, *, limit, generator, workers, mode, timeout, progress) -> Outcome:
     manifest = Manifest.load(out)
     staging = out / STAGING
-    staging.mkdir(exist_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)  # leftovers of a killed run: we hold the folder, nobody uses them
+    staging.mkdir()
     signatures = manifest.signatures()
     outcome = Outcome()
     note = progress or (lambda status, name: None)
@@ -152,8 +177,5 @@ def generate(proposals: Iterable[ArchSpec | CodeProposal], registry: Registry, o
             pending[box.submit(VALIDATE, path=str(path), mode=mode)] = (c, path)
             drain(2 * workers - 1)
         drain(0)
-    try:
-        staging.rmdir()
-    except OSError:
-        pass
+    shutil.rmtree(staging, ignore_errors=True)
     return outcome
