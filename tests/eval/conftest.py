@@ -1,36 +1,12 @@
 """Fixtures for the evaluation tests: CIFAR-10 data (the shared real subset, or a generated stand-in in the
-same pickle format), an isolated LEMUR root, tiny generated models, and a CLI runner."""
+same pickle format), an isolated LEMUR root and tiny generated models."""
 from __future__ import annotations
 
-import os
-import pickle
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SUBSET = REPO.parent / "shared" / "data" / "cifar-10-subset" / "cifar-10-batches-py"
-TINY = ["--channels", "8,16", "--norm", "bn", "--act", "relu", "--order", "conv-norm-act", "--dropout", "0",
-        "--join", "mean", "--conv", "conv3x3", "--workers", "1", "-q"]
-QUICK = ["--epochs", "1", "--train-limit", "384", "--test-limit", "128", "--threads", "1", "-q"]
-
-
-def write_fake_cifar(folder: Path, per_batch: int = 200, seed: int = 0) -> Path:
-    """Random images in the official python format (used when the shared subset is absent)."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name in names:
-        batch = {"batch_label": name, "labels": [int(v) for v in rng.integers(0, 10, per_batch)],
-                 "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)}
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": per_batch}, f)
-    return folder
+from .evalkit import SUBSET, generate, make_root, write_fake_cifar
 
 
 @pytest.fixture(scope="session")
@@ -38,30 +14,6 @@ def cifar_dir(tmp_path_factory) -> Path:
     if SUBSET.is_dir():
         return SUBSET
     return write_fake_cifar(tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py")
-
-
-def run_cli(module: str, *args: str, cwd: Path, env: dict | None = None, timeout: float = 300,
-            check: bool = True) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-                **(env or {})}
-    full_env.pop("NN_GPT_FRACTAL_ROOT", None)
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{module} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def make_root(path: Path) -> Path:
-    """An isolated LEMUR root: nn-dataset and our paths both resolve it from the working directory."""
-    (path / "ab").mkdir(parents=True, exist_ok=True)
-    (path / "README.md").write_text("test LEMUR root\n")
-    return path
-
-
-def generate(root: Path, out: Path, *args: str) -> list[str]:
-    run_cli("ab.gpt.brute.fract.AlterNNFN", *TINY, *args, "--out", str(out), cwd=root)
-    return sorted(p.stem for p in out.glob("*.py"))
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QUICK, REPO, generate, run_cli
+from .evalkit import QUICK, REPO, generate, run_cli
 
 pytestmark = pytest.mark.slow
 
