@@ -1,14 +1,41 @@
-"""Shared fixtures: the repo root, a registry with built-ins only, and a CLI runner for subprocesses."""
+"""Shared fixtures: the repo root, CIFAR-10 data, a registry with built-ins only, and a CLI runner."""
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SUBSET = REPO.parent / "shared" / "data" / "cifar-10-subset" / "cifar-10-batches-py"
+
+
+def write_stand_in_cifar(folder: Path, per_batch: int = 200, seed: int = 0) -> Path:
+    """A learnable stand-in in the official pickle format: noise plus a colour that depends on the label."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = rng.integers(0, 10, per_batch)
+        tint = np.stack([labels * 25, 255 - labels * 25, (labels % 3) * 100], 1)[:, :, None]
+        data = np.clip(rng.integers(0, 96, (per_batch, 3, 1024)) + tint * 0.6, 0, 255).astype(np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"batch_label": name, "labels": [int(v) for v in labels],
+                         "data": data.reshape(per_batch, 3072)}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": per_batch}, f)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(tmp_path_factory) -> Path:
+    """The shared real subset (real images), or the stand-in where a checkout has no shared/ beside it."""
+    if SUBSET.is_dir():
+        return SUBSET
+    return write_stand_in_cifar(tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py")
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -16,31 +15,9 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SUBSET = REPO.parent / "shared" / "data" / "cifar-10-subset" / "cifar-10-batches-py"
 STEPS = "30"
 GRID = ["--lr-range", "1e-2", "50", "--momentum-range", "0", "0.9", "--steps", STEPS, "--batch", "16",
         "--window", "20", "--seed", "0", "--quiet"]
-
-
-def write_learnable_cifar(folder: Path, per_batch: int = 200, seed: int = 0) -> Path:
-    """Stand-in for the real subset, same pickle format: noise plus a colour that depends on the label."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        labels = rng.integers(0, 10, per_batch)
-        tint = np.stack([labels * 25, 255 - labels * 25, (labels % 3) * 100], 1)[:, :, None]
-        data = np.clip(rng.integers(0, 96, (per_batch, 3, 1024)) + tint * 0.6, 0, 255).astype(np.uint8)
-        with open(folder / name, "wb") as f:
-            pickle.dump({"batch_label": name, "labels": [int(v) for v in labels],
-                         "data": data.reshape(per_batch, 3072)}, f)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def cifar(tmp_path_factory) -> Path:
-    if SUBSET.is_dir():
-        return SUBSET
-    return write_learnable_cifar(tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py")
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +59,10 @@ def cli(root: Path, *args: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def local_map(root, model, cifar) -> Path:
+def local_map(root, model, cifar_dir) -> Path:
     out = root / "map3"
     code, stdout, stderr = cli(root, "cnn", "--model", str(model), "--res", "3", *GRID, "--workers", "2",
-                               "--data-dir", str(cifar), "--out", str(out))
+                               "--data-dir", str(cifar_dir), "--out", str(out))
     assert code == 0, stderr
     assert "1 tiles computed, 0 reused" in stdout
     return out
@@ -107,12 +84,12 @@ def test_small_lr_converges_large_lr_diverges(local_map):
     assert len(base["losses"]) == int(STEPS) and 1.5 < base["losses"][0] < 3.5  # ~ln 10 untrained
 
 
-def test_rerun_resumes_without_training(root, model, cifar, local_map):
+def test_rerun_resumes_without_training(root, model, cifar_dir, local_map):
     before = np.load(local_map / "map.npy")
     tile_files = sorted((local_map / "tiles").glob("tile_*.npz"))
     stamps = [p.stat().st_mtime_ns for p in tile_files]
     code, stdout, stderr = cli(root, "cnn", "--model", str(model), "--res", "3", *GRID,
-                               "--data-dir", str(cifar), "--out", str(local_map))
+                               "--data-dir", str(cifar_dir), "--out", str(local_map))
     assert code == 0, stderr
     assert "0 tiles computed, 1 reused" in stdout
     assert np.array_equal(np.load(local_map / "map.npy"), before)
@@ -131,12 +108,12 @@ def test_png_shows_both_regions(local_map):
     assert (blue == (s < 0)).all() and (red == (s > 0)).all()
 
 
-def test_ray_equals_local(root, model, cifar, local_map):
+def test_ray_equals_local(root, model, cifar_dir, local_map):
     """A 2x2 grid over the same ranges is the 3x3 grid's corners: Ray must give exactly those numbers."""
     pytest.importorskip("ray")
     out = root / "ray2"
     proc = subprocess.run([sys.executable, "-m", "ab.gpt.brute.fract.boundary", "cnn", "--model", str(model),
-                           "--res", "2", *GRID, "--executor", "ray", "--data-dir", str(cifar), "--out", str(out)],
+                           "--res", "2", *GRID, "--executor", "ray", "--data-dir", str(cifar_dir), "--out", str(out)],
                           cwd=root, env=env_for(root), capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr
     ray_arrays, local_arrays = np.load(out / "map_arrays.npz"), np.load(local_map / "map_arrays.npz")
@@ -144,10 +121,10 @@ def test_ray_equals_local(root, model, cifar, local_map):
         assert np.array_equal(ray_arrays[k], local_arrays[k][::2, ::2]), k
 
 
-def test_bad_input_is_one_line_exit_2(root, model, cifar, local_map, tmp_path):
+def test_bad_input_is_one_line_exit_2(root, model, cifar_dir, local_map, tmp_path):
     bad = tmp_path / "Bad.py"
     bad.write_text("import os\n" + model.read_text())
-    common = ["--data-dir", str(cifar), "--out", str(tmp_path / "o"), "--quiet"]
+    common = ["--data-dir", str(cifar_dir), "--out", str(tmp_path / "o"), "--quiet"]
     cases = [
         (["--model", str(tmp_path / "missing.py")], "missing.py"),
         (["--model", str(bad)], "fails the static check"),
@@ -162,11 +139,11 @@ def test_bad_input_is_one_line_exit_2(root, model, cifar, local_map, tmp_path):
         assert err.startswith("error: ")
     # an output folder holding another map's tiles (other --steps) is refused before any training
     code, _, err = cli(root, "cnn", "--model", str(model), "--res", "3", *GRID, "--steps", "31",
-                       "--data-dir", str(cifar), "--out", str(local_map))
+                       "--data-dir", str(cifar_dir), "--out", str(local_map))
     assert code == 2 and "different settings" in err
 
 
-def test_lr_groups(model, cifar, tmp_path):
+def test_lr_groups(model, cifar_dir, tmp_path):
     """Two parameter groups: equal rates reproduce the single-group run exactly; another late rate differs."""
     import torch
 
@@ -175,7 +152,7 @@ def test_lr_groups(model, cifar, tmp_path):
     from ab.gpt.brute.fract.boundary.cnn_map import CnnMapConfig
     from ab.gpt.brute.fract.validate import import_isolated
 
-    prepared = data.prepare(data.locate(cifar), tmp_path / "cache").to_dict()
+    prepared = data.prepare(data.locate(cifar_dir), tmp_path / "cache").to_dict()
     config = {"steps": 4, "batch": 16, "seed": 0, "data": prepared, "norm": [list(v) for v in data.lemur_norm()],
               "transform": "norm_flip", "train_limit": 256,
               "pixels": [[0.1, 0.5, None], [0.1, 0.5, 0.1], [0.1, 0.5, 1.0]]}

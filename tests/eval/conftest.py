@@ -1,19 +1,11 @@
-"""Fixtures for the evaluation tests: CIFAR-10 data (the shared real subset, or a generated stand-in in the
-same pickle format), an isolated LEMUR root and tiny generated models."""
+"""Fixtures for the evaluation tests: an isolated LEMUR root and tiny generated models (data: `cifar_dir`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from .evalkit import SUBSET, generate, make_root, write_fake_cifar
-
-
-@pytest.fixture(scope="session")
-def cifar_dir(tmp_path_factory) -> Path:
-    if SUBSET.is_dir():
-        return SUBSET
-    return write_fake_cifar(tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py")
+from .evalkit import generate, make_root
 
 
 @pytest.fixture(scope="session")

@@ -1,35 +1,16 @@
-"""Helpers of the evaluation tests: CIFAR-10 paths and a stand-in writer, a CLI runner, isolated LEMUR roots,
-model generation. (A module of its own: test files import it; conftest modules collide by name.)"""
+"""Helpers of the evaluation tests: a CLI runner, isolated LEMUR roots, model generation.
+(A module of its own: test files import it, and conftest modules collide by name.)"""
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[2]
-SUBSET = REPO.parent / "shared" / "data" / "cifar-10-subset" / "cifar-10-batches-py"
 TINY = ["--channels", "8,16", "--norm", "bn", "--act", "relu", "--order", "conv-norm-act", "--dropout", "0",
         "--join", "mean", "--conv", "conv3x3", "--workers", "1", "-q"]
 QUICK = ["--epochs", "1", "--train-limit", "384", "--test-limit", "128", "--threads", "1", "-q"]
-
-
-def write_fake_cifar(folder: Path, per_batch: int = 200, seed: int = 0) -> Path:
-    """Random images in the official python format (used when the shared subset is absent)."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name in names:
-        batch = {"batch_label": name, "labels": [int(v) for v in rng.integers(0, 10, per_batch)],
-                 "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)}
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": per_batch}, f)
-    return folder
 
 
 def run_cli(module: str, *args: str, cwd: Path, env: dict | None = None, timeout: float = 300,

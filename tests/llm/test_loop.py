@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ab.gpt.brute.fract.spec import ArchSpec
 from nn_gpt_fractal_llm.testing import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
-SUBSET = REPO.parent / "shared" / "data" / "cifar-10-subset" / "cifar-10-batches-py"
 ROUND1 = [{"depth": 1, "columns": 2, "channels": [8], "layers": ["conv3x3", "bn", "relu"]},
           {"depth": 2, "columns": 1, "channels": [8, 16], "layers": ["conv3x3", "relu"], "local_drop": 0,
            "global_drop": 0}]
@@ -37,21 +34,6 @@ def plugin_env(tmp_path):
             "PYTHONUNBUFFERED": "1"}
 
 
-def cifar(tmp_path) -> Path:
-    if SUBSET.is_dir():
-        return SUBSET
-    folder = tmp_path / "cifar-10-batches-py"  # random stand-in in the official pickle format
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        with open(folder / name, "wb") as f:
-            pickle.dump({"labels": rng.integers(0, 10, 100).tolist(),
-                         "data": rng.integers(0, 256, (100, 3072), dtype=np.uint8)}, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
-    return folder
-
-
 def alter(env, *args, timeout=540):
     return subprocess.run([sys.executable, "-m", "ab.gpt.brute.fract.AlterNNFN", *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
@@ -69,13 +51,13 @@ def test_rounds_need_limit_and_exclude_dry_run(plugin_env):
 
 
 @pytest.mark.slow
-def test_closed_loop_with_nneval(chat_server, plugin_env, tmp_path):
+def test_closed_loop_with_nneval(chat_server, plugin_env, cifar_dir, tmp_path):
     pytest.importorskip("ab.gpt.NNEval")
 
     chat_server.replies = ["<think>...</think>\n```json\n" + json.dumps(specs) + "\n```" for specs in (ROUND1, ROUND2)]
     out, nl = tmp_path / "out", tmp_path / "new_lemur"
     evals = ["--epochs=1", "--train-limit=128", "--test-limit=64", "--threads=1", "--no-register", "-q",
-             f"--data-dir={cifar(tmp_path)}"]
+             f"--data-dir={cifar_dir}"]
     res = alter(plugin_env, "--generator", "llm", "--gen-opt", f"llm={chat_server.config(tmp_path)}",
                 "--limit", "2", "--rounds", "2", "--out", str(out), "--new-lemur", str(nl), "--workers", "1",
                 *[f"--eval-arg={a}" for a in evals])
