@@ -110,7 +110,6 @@ def test_png_shows_both_regions(local_map):
 
 def test_ray_equals_local(root, model, cifar_dir, local_map):
     """A 2x2 grid over the same ranges is the 3x3 grid's corners: Ray must give exactly those numbers."""
-    pytest.importorskip("ray")
     out = root / "ray2"
     proc = subprocess.run([sys.executable, "-m", "ab.gpt.brute.fract.boundary", "cnn", "--model", str(model),
                            "--res", "2", *GRID, "--executor", "ray", "--data-dir", str(cifar_dir), "--out", str(out)],

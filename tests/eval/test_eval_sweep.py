@@ -181,7 +181,6 @@ def test_parallel_workers_and_seeds(tiny_models, lemur_root, cifar_dir):
 
 
 def test_ray_sweep(tiny_models, lemur_root, cifar_dir):
-    pytest.importorskip("ray")
     names = model_names(tiny_models)[:2]
     proc = nneval(lemur_root, "--models", str(tiny_models), "--limit", "2", *QUICK, "--executor", "ray",
                   "--data-dir", str(cifar_dir), timeout=400)

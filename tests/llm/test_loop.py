@@ -52,7 +52,6 @@ def test_rounds_need_limit_and_exclude_dry_run(plugin_env):
 
 @pytest.mark.slow
 def test_closed_loop_with_nneval(chat_server, plugin_env, cifar_dir, tmp_path):
-    pytest.importorskip("ab.gpt.NNEval")
 
     chat_server.replies = ["<think>...</think>\n```json\n" + json.dumps(specs) + "\n```" for specs in (ROUND1, ROUND2)]
     out, nl = tmp_path / "out", tmp_path / "new_lemur"
