@@ -52,7 +52,7 @@ def generate(space: list[str], out: Path) -> Path:
     subprocess.run([sys.executable, "-m", "ab.gpt.brute.fract.AlterNNFN", *space, *LAYERS, "--out", str(out)],
                    check=True, env=env(), cwd=out.parent)
     (path,) = sorted(out.glob("*.py"))
-    from ab.gpt.brute.fract import codecheck
+    from ab.gpt.brute.fract.space import codecheck
 
     code = path.read_text()
     assert not codecheck.check_source(code) and not codecheck.check_contract(code)

@@ -45,7 +45,7 @@ def repo() -> Path:
 
 @pytest.fixture(scope="session")
 def registry():
-    from ab.gpt.brute.fract.registry import build_registry
+    from ab.gpt.brute.fract.space.registry import build_registry
 
     return build_registry(third_party=False)
 

@@ -6,7 +6,7 @@ signatures (module tree + eval dataflow graph, computed from the instantiated mo
 import pytest
 
 from ab.gpt.brute.fract.fractal_template import render
-from ab.gpt.brute.fract.space import Space
+from ab.gpt.brute.fract.space.space import Space
 from ab.gpt.brute.fract.validate import check_model_file
 
 # two values for every dimension; small channels keep it fast

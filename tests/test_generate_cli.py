@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from ab.gpt.brute.fract.families import LayerFamily, LayerOption
+from ab.gpt.brute.fract.space.families import LayerFamily, LayerOption
 from ab.gpt.brute.fract.generate import generate
-from ab.gpt.brute.fract.hookspecs import hookimpl
+from ab.gpt.brute.fract.space.hookspecs import hookimpl
 from ab.gpt.brute.fract.manifest import Manifest
-from ab.gpt.brute.fract.registry import build_registry
-from ab.gpt.brute.fract.space import Space
+from ab.gpt.brute.fract.space.registry import build_registry
+from ab.gpt.brute.fract.space.space import Space
 
 GEN = "ab.gpt.brute.fract.AlterNNFN"
 SMALL = ["--depth", "1-2", "--columns", "1-3", "--channels", "8,16", "-q"]

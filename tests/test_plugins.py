@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from ab.gpt.brute.fract.registry import build_registry
+from ab.gpt.brute.fract.space.registry import build_registry
 
 GEN = "ab.gpt.brute.fract.AlterNNFN"
 
@@ -54,11 +54,11 @@ def test_a_broken_plugin_is_named_in_one_line_and_the_rest_works(cli, tmp_path):
 
 
 class DuplicateName:
-    from ab.gpt.brute.fract.hookspecs import hookimpl
+    from ab.gpt.brute.fract.space.hookspecs import hookimpl
 
     @hookimpl
     def fractal_layer_families(self):
-        from ab.gpt.brute.fract.families import LayerFamily, LayerOption
+        from ab.gpt.brute.fract.space.families import LayerFamily, LayerOption
 
         return [LayerFamily("dup", (LayerOption("relu", "act", "nn.ReLU()"),))]
 

@@ -1,7 +1,7 @@
 import pytest
 
-from ab.gpt.brute.fract.generators import random_sample, stratified_sample, Request
-from ab.gpt.brute.fract.space import Space, SpaceError
+from ab.gpt.brute.fract.space.generators import random_sample, stratified_sample, Request
+from ab.gpt.brute.fract.space.space import Space, SpaceError
 
 
 def test_default_space_has_over_1200_canonical_specs(registry):

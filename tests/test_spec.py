@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ab.gpt.brute.fract.spec import ArchSpec, SpecError, result_name
+from ab.gpt.brute.fract.space.spec import ArchSpec, SpecError, result_name
 
 BASE = dict(depth=3, columns=3, channels=(64, 128, 256), layers=("conv3x3", "bn", "relu", "dropout"),
             dropout=0.2)

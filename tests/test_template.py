@@ -3,9 +3,10 @@ import jinja2
 import pytest
 import torch
 
-from ab.gpt.brute.fract import __version__, codecheck
+from ab.gpt.brute.fract import __version__
+from ab.gpt.brute.fract.space import codecheck
 from ab.gpt.brute.fract.fractal_template import _template, render
-from ab.gpt.brute.fract.spec import ArchSpec
+from ab.gpt.brute.fract.space.spec import ArchSpec
 from ab.gpt.brute.fract.validate import import_isolated
 
 

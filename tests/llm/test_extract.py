@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from ab.gpt.brute.fract.generators import CodeProposal
-from ab.gpt.brute.fract.registry import build_registry
-from ab.gpt.brute.fract.spec import ArchSpec
+from ab.gpt.brute.fract.space.generators import CodeProposal
+from ab.gpt.brute.fract.space.registry import build_registry
+from ab.gpt.brute.fract.space.spec import ArchSpec
 from nn_gpt_fractal_llm import extract
 
 REG = build_registry(third_party=False)
@@ -87,7 +87,7 @@ def test_code_without_net_is_rejected():
 
 
 def test_outside_space():
-    from ab.gpt.brute.fract.space import Space
+    from ab.gpt.brute.fract.space.space import Space
 
     space = Space.default(REG).with_values(depth=(1, 2), channels=((8, 16),))
     inside = space.point(5)

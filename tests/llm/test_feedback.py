@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from ab.gpt.brute.fract.generators import Request
-from ab.gpt.brute.fract.registry import build_registry
-from ab.gpt.brute.fract.space import Space
-from ab.gpt.brute.fract.spec import ArchSpec
+from ab.gpt.brute.fract.space.generators import Request
+from ab.gpt.brute.fract.space.registry import build_registry
+from ab.gpt.brute.fract.space.space import Space
+from ab.gpt.brute.fract.space.spec import ArchSpec
 from nn_gpt_fractal_llm import feedback
 from nn_gpt_fractal_llm.generator import llm_proposals
 from nn_gpt_fractal_llm.testing import read_jsonl, write_json

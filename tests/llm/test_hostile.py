@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from ab.gpt.brute.fract.codecheck import check_contract, check_source
+from ab.gpt.brute.fract.space.codecheck import check_contract, check_source
 from ab.gpt.brute.fract.generate import VALIDATE, generate
-from ab.gpt.brute.fract.generators import Request
-from ab.gpt.brute.fract.registry import build_registry
+from ab.gpt.brute.fract.space.generators import Request
+from ab.gpt.brute.fract.space.registry import build_registry
 from ab.gpt.brute.fract.sandbox import Limits, Sandbox, SandboxError
-from ab.gpt.brute.fract.space import Space
+from ab.gpt.brute.fract.space.space import Space
 from nn_gpt_fractal_llm import plugin
 from nn_gpt_fractal_llm.testing import read_jsonl
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ab.gpt.brute.fract.spec import ArchSpec
+from ab.gpt.brute.fract.space.spec import ArchSpec
 from nn_gpt_fractal_llm.testing import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]

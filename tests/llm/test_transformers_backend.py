@@ -6,10 +6,10 @@ import json
 import sys
 
 from ab.gpt.brute.fract.generate import generate
-from ab.gpt.brute.fract.generators import Request
-from ab.gpt.brute.fract.registry import build_registry
-from ab.gpt.brute.fract.space import Space
-from ab.gpt.brute.fract.spec import ArchSpec
+from ab.gpt.brute.fract.space.generators import Request
+from ab.gpt.brute.fract.space.registry import build_registry
+from ab.gpt.brute.fract.space.space import Space
+from ab.gpt.brute.fract.space.spec import ArchSpec
 from nn_gpt_fractal_llm import plugin
 from nn_gpt_fractal_llm.backends import TransformersBackend, make_backend
 from nn_gpt_fractal_llm.config import load_llm_config

@@ -1,6 +1,6 @@
 """Plain baselines of fractal variants (what AlterNNFN --baselines generates)."""
-from ab.gpt.brute.fract.baselines import baselines_for, deepest_column, plain
-from ab.gpt.brute.fract.spec import ArchSpec
+from ab.gpt.brute.fract.space.baselines import baselines_for, deepest_column, plain
+from ab.gpt.brute.fract.space.spec import ArchSpec
 
 F = ArchSpec(depth=2, columns=3, channels=(8, 16), layers=("conv3x3", "bn", "relu", "dropout"), dropout=0.2)
 

@@ -7,7 +7,7 @@ import pytest
 
 from ab.gpt.brute.fract.report.build import build_report
 from ab.gpt.brute.fract.report.load import ResultsError, load_results
-from ab.gpt.brute.fract.spec import ArchSpec
+from ab.gpt.brute.fract.space.spec import ArchSpec
 
 from .sweep import run_module
 

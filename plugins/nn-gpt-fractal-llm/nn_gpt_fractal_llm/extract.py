@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ab.gpt.brute.fract.fractal_template import render
-from ab.gpt.brute.fract.generators import CodeProposal
-from ab.gpt.brute.fract.registry import Registry
-from ab.gpt.brute.fract.spec import ArchSpec, SpecError
+from ab.gpt.brute.fract.space.generators import CodeProposal
+from ab.gpt.brute.fract.space.registry import Registry
+from ab.gpt.brute.fract.space.spec import ArchSpec, SpecError
 
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ab.gpt.brute.fract.atomic import append_line
-from ab.gpt.brute.fract.generators import CodeProposal, Request
+from ab.gpt.brute.fract.space.generators import CodeProposal, Request
 from ab.gpt.brute.fract.manifest import MANIFEST
 from ab.gpt.brute.fract.paths import lemur_root, new_lemur_dir
-from ab.gpt.brute.fract.registry import Registry, default_registry
-from ab.gpt.brute.fract.space import Space
-from ab.gpt.brute.fract.spec import ArchSpec
+from ab.gpt.brute.fract.space.registry import Registry, default_registry
+from ab.gpt.brute.fract.space.space import Space
+from ab.gpt.brute.fract.space.spec import ArchSpec
 
 from . import config, extract, feedback, prompts
 from .backends import make_backend

@@ -1,8 +1,8 @@
 """Entry point `nn_gpt_fractal: llm`: registers the `llm` generator. Importing it loads no LLM library."""
 from __future__ import annotations
 
-from ab.gpt.brute.fract.generators import Generator
-from ab.gpt.brute.fract.hookspecs import hookimpl
+from ab.gpt.brute.fract.space.generators import Generator
+from ab.gpt.brute.fract.space.hookspecs import hookimpl
 
 from .generator import NAME, llm_proposals
 

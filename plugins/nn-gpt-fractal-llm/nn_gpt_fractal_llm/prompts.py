@@ -8,8 +8,8 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from ab.gpt.brute.fract.fractal_template import render
-from ab.gpt.brute.fract.registry import Registry
-from ab.gpt.brute.fract.space import Space
+from ab.gpt.brute.fract.space.registry import Registry
+from ab.gpt.brute.fract.space.space import Space
 
 from .backends import chat_messages
 from .config import LLMConfig, PromptTemplate

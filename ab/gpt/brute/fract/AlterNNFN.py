@@ -15,16 +15,16 @@ import click
 from tqdm import tqdm
 
 from . import cli_util
-from .baselines import baselines_for
-from .families import NONE
+from .space.baselines import baselines_for
+from .space.families import NONE
 from .generate import OutputError, generate
-from .generators import Request
+from .space.generators import Request
 from .loop import EVAL_MODULE, run_nneval, run_rounds
 from .manifest import Manifest, ManifestError
 from .paths import models_dir, new_lemur_dir
-from .registry import default_registry
-from .space import PAPER_CHANNELS, Space, SpaceError
-from .spec import ArchSpec, SpecError
+from .space.registry import default_registry
+from .space.space import PAPER_CHANNELS, Space, SpaceError
+from .space.spec import ArchSpec, SpecError
 
 
 def _channels(values: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:

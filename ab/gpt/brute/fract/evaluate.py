@@ -23,7 +23,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from . import codecheck, results
+from . import results
 from .atomic import write_text
 from .data import lemur_norm, locate, prepare
 from .executors import LocalExecutor, RayExecutor, classify
@@ -31,6 +31,7 @@ from .manifest import Manifest
 from .NNAlterFractalNet import BEST, MODEL_FILE, PROGRESS
 from .paths import lemur_root
 from .sandbox import Limits
+from .space import codecheck
 
 WORK = ".work"
 

@@ -11,8 +11,8 @@ from functools import lru_cache
 import jinja2
 
 from . import __version__
-from .registry import Registry
-from .spec import ArchSpec
+from .space.registry import Registry
+from .space.spec import ArchSpec
 
 _JOIN = {
     "mean": ("Element-wise mean", "torch.stack(inputs).mean(dim=0)"),

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import codecheck
 from .atomic import write_text
 from .fractal_template import code_hash, render
 from .manifest import Manifest
-from .registry import Registry
 from .sandbox import Limits, Sandbox, SandboxError
-from .generators import CodeProposal
-from .spec import ArchSpec
+from .space import codecheck
+from .space.generators import CodeProposal
+from .space.registry import Registry
+from .space.spec import ArchSpec
 
 VALIDATE = "ab.gpt.brute.fract.validate:check_model_file"
 STAGING = ".staging"

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from .atomic import write_json, write_text
-from .spec import result_name
+from .space.spec import result_name
 
 STATUSES = ("trained", "diverged", "out-of-memory", "timed-out", "error")
 TASK, DATASET, METRIC = "img-classification", "cifar-10", "acc"

@@ -73,8 +73,8 @@ def _warm_up(run_dir: Path) -> None:
     import tempfile
 
     from ab.gpt.brute.fract.fractal_template import render
-    from ab.gpt.brute.fract.registry import build_registry
-    from ab.gpt.brute.fract.spec import ArchSpec
+    from ab.gpt.brute.fract.space.registry import build_registry
+    from ab.gpt.brute.fract.space.spec import ArchSpec
     from ab.gpt.brute.fract.validate import check_model_file
 
     spec = ArchSpec(depth=1, columns=2, channels=(4,), layers=("conv3x3", "bn", "relu", "dropout"),

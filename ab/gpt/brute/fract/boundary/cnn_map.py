@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import codecheck
+from ..space import codecheck
 from ..atomic import write_json, write_text
 from ..executors import LocalExecutor, RayExecutor
 from ..sandbox import Limits

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..spec import ArchSpec, SpecError
+from ..space.spec import ArchSpec, SpecError
 
 FINISHED = ("trained", "diverged", "out-of-memory", "timed-out", "error")
 FAILURES = FINISHED[1:]
@@ -70,7 +70,7 @@ def _read_json(path: Path, warnings: list[str], root: Path) -> Any:
 @lru_cache(maxsize=1)
 def _slots() -> dict[str, str]:
     """Layer option name -> slot (conv, norm, act, drop), from the registry with plugins."""
-    from ..registry import default_registry
+    from ..space.registry import default_registry
 
     return {name: opt.slot for name, opt in default_registry().options.items()}
 
