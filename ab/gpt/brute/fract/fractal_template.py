@@ -11,7 +11,7 @@ from functools import lru_cache
 import jinja2
 
 from . import __version__
-from .space.registry import Registry
+from .space.catalog import Registry
 from .space.spec import ArchSpec
 
 _JOIN = {

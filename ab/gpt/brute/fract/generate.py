@@ -22,7 +22,7 @@ from .manifest import Manifest
 from .sandbox import Limits, Sandbox, SandboxError
 from .space import codecheck
 from .space.generators import CodeProposal
-from .space.registry import Registry
+from .space.catalog import Registry
 from .space.spec import ArchSpec
 
 VALIDATE = "ab.gpt.brute.fract.validate:check_model_file"

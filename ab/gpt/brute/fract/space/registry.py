@@ -7,39 +7,16 @@ from __future__ import annotations
 
 import functools
 import sys
-from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
 import pluggy
 
-from . import hookspecs
+from . import builtin_plugin, hookspecs
+from .catalog import Contribution, Registry
 from .families import LayerFamily, LayerOption
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 BUILTIN = "builtin"
-
-
-@dataclass
-class Contribution:
-    families: list[str] = field(default_factory=list)
-    options: list[str] = field(default_factory=list)
-    generators: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Registry:
-    options: dict[str, LayerOption] = field(default_factory=dict)
-    families: dict[str, LayerFamily] = field(default_factory=dict)
-    generators: dict = field(default_factory=dict)
-    contributions: dict[str, Contribution] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-
-    def options_for(self, slot: str, default_only: bool = False) -> list[str]:
-        return [o.name for o in self.options.values()
-                if o.slot == slot and (o.in_default_space or not default_only)]
-
-    def option(self, name: str) -> LayerOption:
-        return self.options[name]
 
 
 def _plugin_manager() -> pluggy.PluginManager:
@@ -85,8 +62,6 @@ def _collect(pm: pluggy.PluginManager, name: str, plugin: object, reg: Registry)
 
 
 def build_registry(*, third_party: bool = True, extra: dict[str, object] | None = None) -> Registry:
-    from . import builtin_plugin
-
     pm = _plugin_manager()
     reg = Registry()
     _collect(pm, BUILTIN, builtin_plugin, reg)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Iterator
 
 from .families import NONE
-from .registry import Registry
+from .catalog import Registry
 from .spec import HEADS, JOIN_RULES, KINDS, POOLS, ArchSpec
 
 PAPER_CHANNELS = (64, 128, 256, 512, 512)
