@@ -1,4 +1,4 @@
-"""conf/llm and conf/prompt: shipped configs load, lookup order, one source of truth, lazy loading."""
+"""conf/llm and conf/prompt: one committed copy packed into the installed plugin, lookup order, lazy loading."""
 from __future__ import annotations
 
 import json
@@ -14,11 +14,38 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGE_CONF = REPO / "plugins" / "nn-gpt-fractal-llm" / "nn_gpt_fractal_llm" / "conf"
 
 
+@pytest.fixture(scope="module")
+def installed_plugin(tmp_path_factory):
+    """The plugin pip-installed (no dependencies) into a folder outside the repository."""
+    site = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(REPO / "plugins" / "nn-gpt-fractal-llm")],
+                   check=True, capture_output=True, text=True)
+    return site
+
+
+def test_conf_is_committed_once():
+    assert not PACKAGE_CONF.exists(), "the plugin must use the repository's conf/, not a copy"
+    assert not (REPO / "plugins" / "nn-gpt-fractal-llm" / "sync_conf.py").exists()
+
+
 @pytest.mark.parametrize("kind", ["llm", "prompt"])
-def test_package_copy_matches_repo_conf(kind):
+def test_installed_plugin_carries_the_repo_conf(installed_plugin, kind):
     repo = {p.name: p.read_bytes() for p in (REPO / "conf" / kind).glob("*.json")}
-    shipped = {p.name: p.read_bytes() for p in (PACKAGE_CONF / kind).glob("*.json")}
-    assert repo and repo == shipped, "run python plugins/nn-gpt-fractal-llm/sync_conf.py"
+    shipped = {p.name: p.read_bytes() for p in (installed_plugin / "nn_gpt_fractal_llm" / "conf" / kind).glob("*.json")}
+    assert repo and repo == shipped
+
+
+def test_installed_plugin_finds_its_configs_outside_a_checkout(installed_plugin, tmp_path):
+    code = ("from nn_gpt_fractal_llm import config; "
+            "print(config.find_config('llm', 'deepseek-r1-distill-qwen-7b')); "
+            "print(config.load_prompt('fractal_code').mode)")
+    env = {"PYTHONPATH": f"{installed_plugin}:{REPO}", "PATH": "", "NN_GPT_FRACTAL_ROOT": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    path, mode = out.stdout.split()
+    assert Path(path) == installed_plugin / "nn_gpt_fractal_llm" / "conf" / "llm" / "deepseek-r1-distill-qwen-7b.json"
+    assert mode == "code"
 
 
 def test_shipped_configs_load():
@@ -39,7 +66,7 @@ def test_lookup_order(lemur_root, tmp_path):
         json.dumps({"backend": "openai", "model": "override"}))
     assert config.load_llm_config("deepseek-r1-distill-qwen-7b").model == "override"
     assert config.search_dirs("llm")[0] == lemur_root / "conf" / "llm"
-    assert config.search_dirs("llm")[-1] == PACKAGE_CONF / "llm"
+    assert config.search_dirs("llm")[-1] == REPO / "conf" / "llm"  # a source checkout: no packed copy
     # an explicit path wins over everything
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"backend": "openai", "model": "explicit"}))

@@ -1,7 +1,8 @@
 """LLM and prompt configurations: `conf/llm/<name>.json` and `conf/prompt/<name>.json`.
 
 A name is looked up in order: an explicit path, `<LEMUR root>/conf/<kind>/`, the repository's `conf/<kind>/`
-(when the plugin runs from a source checkout), then the copy shipped inside this package.
+(when the plugin runs from a source checkout), then the copy packed into this package when it was built
+(setup.py; a source checkout has none).
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def search_dirs(kind: str) -> list[Path]:
         if (parent / "conf" / kind).is_dir() and (parent / "plugins").is_dir():
             dirs.append(parent / "conf" / kind)
             break
-    dirs.append(PACKAGE_CONF / kind)
+    if (PACKAGE_CONF / kind).is_dir():
+        dirs.append(PACKAGE_CONF / kind)
     unique: list[Path] = []
     for d in dirs:
         if d.resolve() not in [u.resolve() for u in unique]:
