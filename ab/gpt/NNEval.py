@@ -70,14 +70,14 @@ def print_summary(outcome: SweepOutcome) -> None:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("--models", type=click.Path(file_okay=False, path_type=Path), help="model folder [<LEMUR root>/out/fractal]")
+@click.option("--models", type=cli_util.Path(file_okay=False, path_type=Path), help="model folder [<LEMUR root>/out/fractal]")
 @click.option("--filter", "pattern", help="only models whose name matches this glob, e.g. 'FractalNet_N2_*'")
 @click.option("--limit", type=click.IntRange(min=1), help="evaluate at most this many models")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
-@click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True)
-@click.option("--dropout", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+@click.option("--lr", type=cli_util.Finite(min=0, min_open=True), default=0.01, show_default=True)
+@click.option("--momentum", type=cli_util.Finite(0, 1), default=0.9, show_default=True)
+@click.option("--dropout", type=cli_util.Finite(0, 1), default=0.2, show_default=True,
               help="recorded hyperparameter (generated models bake their dropout into the spec)")
 @click.option("--transform", type=click.Choice(sorted(TRANSFORMS)), default="norm_flip", show_default=True,
               help="nn-dataset transform name")
@@ -90,23 +90,23 @@ def print_summary(outcome: SweepOutcome) -> None:
               help="gradient checkpointing of fractal blocks")
 @click.option("--channels-last/--no-channels-last", default=False, show_default=True, help="channels_last memory format")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False), envvar=DATA_ENV, show_envvar=True,
+@click.option("--data-dir", type=cli_util.Path(file_okay=False), envvar=DATA_ENV, show_envvar=True,
               help="a cifar-10-batches-py folder (or its parent), e.g. a shortened subset")
 @click.option("--train-limit", type=click.IntRange(min=1), help="train on the first N training images")
 @click.option("--test-limit", type=click.IntRange(min=1), help="evaluate on the first N test images")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="results [<LEMUR root>/new_lemur]")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="SQLite DB [<LEMUR root>/db/ab.nn.db]")
+@click.option("--out", type=cli_util.Path(file_okay=False, path_type=Path), help="results [<LEMUR root>/new_lemur]")
+@click.option("--db", type=cli_util.Path(dir_okay=False, path_type=Path), help="SQLite DB [<LEMUR root>/db/ab.nn.db]")
 @click.option("--no-register", is_flag=True, help="write new_lemur/ only, no DB")
 @click.option("--fetch-lemur-db", is_flag=True, help="download the full LEMUR DB first when there is none (online)")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="local sandboxed training processes")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--address", help="Ray cluster address (default: start a local Ray)")
-@click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+@click.option("--timeout", type=cli_util.Finite(min=1), default=3600, show_default=True,
               help="seconds per model and seed")
-@click.option("--memory-gb", type=click.FloatRange(min=0.5), default=16, show_default=True,
+@click.option("--memory-gb", type=cli_util.Finite(min=0.5), default=16, show_default=True,
               help="address-space budget of a CPU training worker beyond its start (not applied on CUDA)")
-@click.option("--threads", type=click.IntRange(min=1), help="torch threads per worker [cores / workers]")
+@click.option("--threads", type=cli_util.Threads(), help="torch threads per worker, at most the CPUs [cores / workers]")
 @click.option("--save-best", is_flag=True, help="keep each trial's best weights in <out>/ckpt/")
 @click.option("--retry-failed", is_flag=True, help="evaluate again models whose result is not 'trained'")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")

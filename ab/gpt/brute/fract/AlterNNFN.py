@@ -42,20 +42,20 @@ def build_space(kind, depth, columns, plain_layers, channels, conv, norm, act, o
     reg = default_registry()
     space = Space.default(reg, kind=kind)
     changes = {}
-    if depth:
+    if depth is not None:
         changes["depth"] = cli_util.int_list(depth, "depth")
-    if columns:
+    if columns is not None:
         changes["columns"] = cli_util.int_list(columns, "columns")
-    if plain_layers:
+    if plain_layers is not None:
         changes["plain_layers"] = cli_util.int_list(plain_layers, "plain-layers")
     if channels:
         changes["channels"] = _channels(channels)
     for name, value in (("conv", conv), ("norm", norm), ("act", act), ("order", order), ("join", join),
                         ("pool", pool), ("head", head)):
-        if value:
+        if value is not None:
             changes[name] = cli_util.str_list(value)
     for name, value in (("dropout", dropout), ("local_drop", local_drop), ("global_drop", global_drop)):
-        if value:
+        if value is not None:
             changes[name] = cli_util.float_list(value, name.replace("_", "-"))
     space = space.with_values(**changes)
     space.validate(reg)
@@ -109,20 +109,20 @@ def list_space(space: Space) -> None:
 @click.option("--gen-opt", multiple=True, metavar="KEY=VALUE", help="option passed to the generator")
 @click.option("--limit", type=click.IntRange(min=1), help="stop after this many new valid models")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of random/stratified sampling")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", type=cli_util.Path(file_okay=False, path_type=Path),
               help="output folder [<LEMUR root>/out/fractal]")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="sandboxed validation processes")
 @click.option("--validate", "mode", type=click.Choice(["meta", "real"]), default="meta", show_default=True,
               help="meta: shapes, signature, forward+backward on the meta device; real: also real CPU "
                    "tensors, train_setup and learn")
-@click.option("--timeout", type=click.FloatRange(min=1), default=120, show_default=True,
+@click.option("--timeout", type=cli_util.Finite(min=1), default=120, show_default=True,
               help="seconds allowed to validate one model")
 @click.option("--baselines", is_flag=True, help="also generate, for every valid fractal variant, plain networks "
               "of 5, 10, 20, 40 ops and its deepest column alone, from the same layers and widths")
 @click.option("--rounds", type=click.IntRange(min=1), help="closed loop: this many rounds of generate --limit "
               "models, evaluate them with NNEval, let the generator read the results (needs --limit)")
-@click.option("--new-lemur", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--new-lemur", type=cli_util.Path(file_okay=False, path_type=Path),
               help="with --rounds: NNEval's results folder, read back as feedback [<LEMUR root>/new_lemur]")
 @click.option("--eval-arg", "eval_args", multiple=True, metavar="ARG",
               help="with --rounds: argument passed to NNEval, e.g. --eval-arg=--epochs=1 (repeatable)")

@@ -1,6 +1,8 @@
 """Shared CLI behaviour: bad input is one line on stderr and exit code 2, never a traceback."""
 from __future__ import annotations
 
+import math
+import os
 import re
 import sys
 from typing import Iterable
@@ -27,6 +29,61 @@ def run(command: click.Command, args: list[str] | None = None, errors: Iterable[
     sys.exit(rv if isinstance(rv, int) else 0)
 
 
+class Finite(click.FloatRange):
+    """A float option that refuses nan and +-inf (click's FloatRange lets them through), with optional
+    bounds as in click.FloatRange. Use it for every float option: `type=Finite()` or `Finite(min=0)`."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class Threads(click.ParamType):
+    """A thread count from 1 to the CPUs this process may use."""
+
+    name = "threads"
+
+    def convert(self, value, param, ctx):
+        n = click.INT.convert(value, param, ctx)
+        cpus = available_cpus()
+        if not 1 <= n <= cpus:
+            self.fail(f"{n} is not in 1..{cpus}: this machine lets the process use {cpus} CPU(s)", param, ctx)
+        return n
+
+
+class Path(click.Path):
+    """click.Path that also refuses an empty name (which would silently mean the current folder)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path is not allowed: give a file or folder name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class FileStem(click.ParamType):
+    """A base name for files written into the output folder: not empty, no path separators."""
+
+    name = "name"
+
+    def convert(self, value, param, ctx):
+        text = str(value)
+        if not text.strip() or text in (".", "..") or "/" in text or "\0" in text or text != text.strip():
+            self.fail(f"{value!r} is not a plain file name: use letters, digits, '-', '_' or '.', no '/'", param, ctx)
+        return text
+
+
 def int_list(text: str, name: str) -> tuple[int, ...]:
     """'1-4' or '1,2,5' or '1-3,6' -> (1, 2, 3, 6)."""
     out: list[int] = []
@@ -42,10 +99,13 @@ def int_list(text: str, name: str) -> tuple[int, ...]:
 
 def float_list(text: str, name: str) -> tuple[float, ...]:
     try:
-        return tuple(dict.fromkeys(float(p) for p in text.split(",") if p.strip()))
+        values = tuple(dict.fromkeys(float(p) for p in text.split(",") if p.strip()))
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers",
-                                 param_hint=f"--{name}") from None
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of finite numbers",
+                                 param_hint=f"--{name}")
+    return values
 
 
 def str_list(text: str) -> tuple[str, ...]:

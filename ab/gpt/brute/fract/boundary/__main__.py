@@ -7,19 +7,20 @@ import sys
 
 import click
 
+from .. import cli_util
 from .cnn_cli import cnn_cmd
-from .config import ACTIVATIONS, DTYPES, KNOBS, READOUTS, SEED_MODES, Axis, BoundaryConfig
+from .config import ACTIVATIONS, DTYPES, KNOBS, READOUTS, SEED_MODES, Axis, BoundaryConfig, check_memory
 
 
 def _grid_options(f):
     opts = [
         click.option("--x-knob", type=click.Choice(KNOBS), default="lr0", show_default=True, help="Knob swept along x."),
-        click.option("--x-lo", type=float, default=1e0, show_default=True),
-        click.option("--x-hi", type=float, default=1e5, show_default=True),
+        click.option("--x-lo", type=cli_util.Finite(), default=1e0, show_default=True),
+        click.option("--x-hi", type=cli_util.Finite(), default=1e5, show_default=True),
         click.option("--x-log/--x-linear", default=True, show_default=True, help="Log or linear spacing of x."),
         click.option("--y-knob", type=click.Choice(KNOBS), default="lr1", show_default=True, help="Knob swept along y."),
-        click.option("--y-lo", type=float, default=1e1, show_default=True),
-        click.option("--y-hi", type=float, default=1e4, show_default=True),
+        click.option("--y-lo", type=cli_util.Finite(), default=1e1, show_default=True),
+        click.option("--y-hi", type=cli_util.Finite(), default=1e4, show_default=True),
         click.option("--y-log/--y-linear", default=True, show_default=True),
         click.option("--res", type=int, default=64, show_default=True, help="Pixels per side (both axes)."),
         click.option("--res-x", type=int, default=None, help="Pixels along x (overrides --res)."),
@@ -28,15 +29,15 @@ def _grid_options(f):
         click.option("--activation", type=str, default="tanh", show_default=True, help="|".join(ACTIVATIONS)),
         click.option("--norm/--no-norm", default=False, show_default=True, help="Layer norm on the hidden pre-activation."),
         click.option("--skip/--no-skip", default=False, show_default=True, help="Skip connection: hidden = x + act(z)."),
-        click.option("--data-ratio", type=float, default=1.0, show_default=True, help="Samples = parameters x ratio."),
+        click.option("--data-ratio", type=cli_util.Finite(), default=1.0, show_default=True, help="Samples = parameters x ratio."),
         click.option("--n-data", type=int, default=None, help="Number of samples (overrides --data-ratio; 1 = single point)."),
         click.option("--steps", type=int, default=500, show_default=True, help="Gradient steps per network."),
         click.option("--batch-size", type=int, default=None, help="Minibatch size (default: full batch)."),
-        click.option("--momentum", type=float, default=0.0, show_default=True),
-        click.option("--lr0", type=float, default=0.1, show_default=True, help="Input-layer lr when not swept."),
-        click.option("--lr1", type=float, default=0.1, show_default=True, help="Output-layer lr when not swept."),
-        click.option("--offset0", type=float, default=0.0, show_default=True, help="Input-layer init offset when not swept."),
-        click.option("--offset1", type=float, default=0.0, show_default=True, help="Output-layer init offset when not swept."),
+        click.option("--momentum", type=cli_util.Finite(), default=0.0, show_default=True),
+        click.option("--lr0", type=cli_util.Finite(), default=0.1, show_default=True, help="Input-layer lr when not swept."),
+        click.option("--lr1", type=cli_util.Finite(), default=0.1, show_default=True, help="Output-layer lr when not swept."),
+        click.option("--offset0", type=cli_util.Finite(), default=0.0, show_default=True, help="Input-layer init offset when not swept."),
+        click.option("--offset1", type=cli_util.Finite(), default=0.0, show_default=True, help="Output-layer init offset when not swept."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--seed-mode", type=str, default="shared", show_default=True,
                      help="shared: one init and data set for all pixels; per_pixel: own seed per pixel."),
@@ -63,6 +64,7 @@ def _config(kw: dict) -> BoundaryConfig:
     cfg = BoundaryConfig(x=x, y=y, **kw)
     try:
         cfg.validate()
+        check_memory(cfg.shape, cfg.working_bytes())
         if cfg.device.startswith("cuda"):
             import torch
 
@@ -93,8 +95,8 @@ cli.add_command(cnn_cmd)
 
 @cli.command("map")
 @_grid_options
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Output folder (rerun resumes).")
-@click.option("--name", default="map", show_default=True, help="Base name of the written files.")
+@click.option("--out", "out_dir", type=cli_util.Path(file_okay=False), required=True, help="Output folder (rerun resumes).")
+@click.option("--name", type=cli_util.FileStem(), default="map", show_default=True, help="Base name of the written files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def map_cmd(out_dir, name, quiet, **kw):
     """Compute a trainability map over the grid (resumable: finished tiles are reused)."""
@@ -112,12 +114,12 @@ def map_cmd(out_dir, name, quiet, **kw):
 
 @cli.command("zoom")
 @_grid_options
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
+@click.option("--out", "out_dir", type=cli_util.Path(file_okay=False), required=True)
 @click.option("--frames", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--factor", type=float, default=2.0, show_default=True, help="Zoom factor per frame (> 1).")
-@click.option("--centre-x", type=float, default=None, help="Zoom centre, x value (default: border point nearest the centre).")
-@click.option("--centre-y", type=float, default=None, help="Zoom centre, y value.")
-@click.option("--ms", type=int, default=200, show_default=True, help="GIF frame duration in milliseconds.")
+@click.option("--factor", type=cli_util.Finite(), default=2.0, show_default=True, help="Zoom factor per frame (> 1).")
+@click.option("--centre-x", type=cli_util.Finite(), default=None, help="Zoom centre, x value (default: border point nearest the centre).")
+@click.option("--centre-y", type=cli_util.Finite(), default=None, help="Zoom centre, y value.")
+@click.option("--ms", type=click.IntRange(min=1), default=200, show_default=True, help="GIF frame duration in milliseconds.")
 @click.option("--quiet", is_flag=True)
 def zoom_cmd(out_dir, frames, factor, centre_x, centre_y, ms, quiet, **kw):
     """Zoom toward a point on the border; every frame is recomputed at full resolution."""
@@ -139,14 +141,12 @@ def zoom_cmd(out_dir, frames, factor, centre_x, centre_y, ms, quiet, **kw):
 
 
 @cli.command("dimension")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Save the log-log box-counting plot here.")
+@click.argument("paths", nargs=-1, required=True, type=cli_util.Path(exists=True))
+@click.option("--plot", type=cli_util.Path(dir_okay=False), default=None, help="Save the log-log box-counting plot here.")
 @click.option("--min-size", type=click.IntRange(min=1), default=1, show_default=True, help="Smallest box size.")
 def dimension_cmd(paths, plot, min_size):
     """Fractal dimension of the border of maps (.npy files or folders holding map.npy; zoom
     folders use their frames). Prints each and the median."""
-    import numpy as np
-
     from . import dimension
 
     files = []
@@ -159,7 +159,11 @@ def dimension_cmd(paths, plot, min_size):
     missing = [f for f in files if not os.path.exists(f)]
     if missing:
         raise click.UsageError(f"no map array at {missing[0]}")
-    med, res = dimension.median_dimension([np.load(f) for f in files], min_size=min_size)
+    try:
+        maps = [dimension.load_map(f) for f in files]
+    except dimension.MapFileError as e:
+        raise click.UsageError(str(e))
+    med, res = dimension.median_dimension(maps, min_size=min_size)
     for f, r in zip(files, res):
         click.echo(f"{f}: {r.dimension:.4f}")
     click.echo(json.dumps({"median_dimension": med, "images": len(files)}))
@@ -178,6 +182,9 @@ def main(argv=None) -> int:
     except click.ClickException as e:
         click.echo(f"error: {e.format_message()}", err=True)
         return e.exit_code
+    except OSError as e:  # e.g. an output folder that cannot be written
+        click.echo(f"error: {e}".splitlines()[0], err=True)
+        return 2
 
 
 if __name__ == "__main__":

@@ -5,21 +5,23 @@ from pathlib import Path
 
 import click
 
+from .. import cli_util
+
 
 @click.command("cnn")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True,
+@click.option("--model", "model_path", type=cli_util.Path(dir_okay=False), required=True,
               help="LEMUR model file (e.g. one written by AlterNNFN); statically checked, then trained only "
                    "inside sandbox workers.")
 @click.option("--grid", type=click.Choice(["lr-momentum", "lr-groups"]), default="lr-momentum", show_default=True,
               help="lr-momentum: x = learning rate (log), y = momentum (linear). lr-groups: x = lr of the first "
                    "half of the blocks, y = lr of the later blocks and head (both log), momentum fixed.")
-@click.option("--lr-range", nargs=2, type=float, default=(1e-3, 10.0), show_default=True, metavar="LO HI",
+@click.option("--lr-range", nargs=2, type=cli_util.Finite(), default=(1e-3, 10.0), show_default=True, metavar="LO HI",
               help="x axis: learning rate (first block group with --grid lr-groups).")
-@click.option("--momentum-range", nargs=2, type=float, default=(0.0, 0.99), show_default=True, metavar="LO HI",
+@click.option("--momentum-range", nargs=2, type=cli_util.Finite(), default=(0.0, 0.99), show_default=True, metavar="LO HI",
               help="y axis of lr-momentum.")
-@click.option("--lr-late-range", nargs=2, type=float, default=None, metavar="LO HI",
+@click.option("--lr-late-range", nargs=2, type=cli_util.Finite(), default=None, metavar="LO HI",
               help="y axis of lr-groups: lr of the later blocks + head [default: --lr-range].")
-@click.option("--momentum", type=float, default=0.0, show_default=True, help="Fixed momentum of lr-groups.")
+@click.option("--momentum", type=cli_util.Finite(), default=0.0, show_default=True, help="Fixed momentum of lr-groups.")
 @click.option("--res", type=click.IntRange(min=1), default=8, show_default=True, help="Pixels per side.")
 @click.option("--res-x", type=click.IntRange(min=1), default=None, help="Pixels along x (overrides --res).")
 @click.option("--res-y", type=click.IntRange(min=1), default=None, help="Pixels along y (overrides --res).")
@@ -46,13 +48,13 @@ import click
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--address", default=None, help="Ray cluster address [start a local Ray].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--timeout", type=click.FloatRange(min=1), default=300.0, show_default=True,
+@click.option("--timeout", type=cli_util.Finite(min=1), default=300.0, show_default=True,
               help="Seconds allowed per pixel.")
-@click.option("--data-dir", type=click.Path(), default=None,
+@click.option("--data-dir", type=cli_util.Path(), default=None,
               help="cifar-10-batches-py folder [$NN_GPT_FRACTAL_CIFAR, then <LEMUR root>/data].")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "out_dir", type=cli_util.Path(file_okay=False), default=None,
               help="Output folder; a rerun resumes [<LEMUR root>/out/boundary-cnn/<model name>].")
-@click.option("--name", default="map", show_default=True, help="Base name of the written files.")
+@click.option("--name", type=cli_util.FileStem(), default="map", show_default=True, help="Base name of the written files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def cnn_cmd(model_path, grid, lr_range, momentum_range, lr_late_range, momentum, res, res_x, res_y, out_dir, name,
             quiet, workers, executor, address, data_dir, timeout, pixels_per_job, **kw):
@@ -65,7 +67,7 @@ def cnn_cmd(model_path, grid, lr_range, momentum_range, lr_late_range, momentum,
     Writes <name>.npy, <name>_arrays.npz, <name>.json, <name>.png, <name>_raw.png under --out.
     """
     from . import cnn_map
-    from .config import Axis
+    from .config import Axis, check_memory
     from ..data import DataError, lemur_norm, locate, prepare
     from ..paths import lemur_root
 
@@ -78,6 +80,7 @@ def cnn_cmd(model_path, grid, lr_range, momentum_range, lr_late_range, momentum,
         cfg = cnn_map.CnnMapConfig(model="", code_sha="", model_name=Path(model_path).stem, grid=grid, x=x, y=y,
                                    momentum=momentum, pixels_per_job=pixels_per_job, timeout_per_pixel=timeout, **kw)
         cfg.validate()
+        check_memory(cfg.shape)
         if cfg.device == "cuda":
             import torch
 

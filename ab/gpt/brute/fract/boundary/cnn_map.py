@@ -129,7 +129,10 @@ def check_model(path: str | Path) -> str:
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"no model file at {p}")
-    code = p.read_text()
+    try:
+        code = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p} cannot be read as Python source: {e}") from None
     findings = codecheck.check_source(code, str(p)) + codecheck.check_contract(code)
     if findings:
         raise ValueError(f"{p.name} fails the static check: {'; '.join(map(str, findings[:3]))}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 
 ACTIVATIONS = ("tanh", "relu", "identity")
@@ -12,6 +13,34 @@ KNOBS = ("lr0", "lr1", "lr", "offset0", "offset1", "offset")
 READOUTS = ("sum", "final", "probe")
 SEED_MODES = ("shared", "per_pixel")
 DTYPES = ("float32", "float64")
+
+
+# The full-size arrays of one map: three float64 readouts and a bool mask, then the PNG rendering's float64
+# and RGBA copies. A generous per-pixel figure, so a map refused by `check_memory` would surely not fit.
+BYTES_PER_PIXEL = 128
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable, else the physical total)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(shape: tuple[int, int], work_bytes: int = 0) -> None:
+    """Refuse, in one line, a map whose arrays (plus `work_bytes` while computing) would not fit in the
+    memory available now."""
+    arrays = shape[0] * shape[1] * BYTES_PER_PIXEL
+    have = available_memory()
+    if arrays + work_bytes > have:
+        fix = "lower --res (or --res-x/--res-y)" if arrays >= work_bytes else "lower --steps, --tile or --chunk"
+        raise ValueError(f"a {shape[1]}x{shape[0]} map needs about {(arrays + work_bytes) / 2**30:,.1f} GiB of "
+                         f"memory, more than the {have / 2**30:,.1f} GiB available: {fix}")
 
 
 def _covers(knob: str) -> set:
@@ -132,6 +161,12 @@ class BoundaryConfig:
         if self.tile < 1 or self.chunk < 1:
             raise ValueError("tile and chunk must be >= 1")
         return self
+
+    def working_bytes(self) -> int:
+        """Memory of one tile's loss trajectories and one chunk's batched networks and data."""
+        tile_px = min(self.tile * self.tile, self.shape[0] * self.shape[1])
+        batch = min(self.chunk, tile_px)
+        return 8 * (tile_px * self.steps + 4 * batch * (self.n_samples + 1) * (self.width + 1))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

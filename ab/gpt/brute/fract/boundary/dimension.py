@@ -11,6 +11,28 @@ from dataclasses import dataclass
 import numpy as np
 
 
+class MapFileError(ValueError):
+    """A file that is not a saved score map (a 2-D numeric .npy array)."""
+
+
+def load_map(path: str) -> np.ndarray:
+    """The score image saved at `path` (a 2-D real .npy array, at least 2x2), or MapFileError in one line."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        why = "not a plain .npy array: another format, or pickled objects" if "pickle" in str(e) else (str(e).splitlines() or [type(e).__name__])[0]
+        raise MapFileError(f"{path} is not a readable .npy map array ({why}); pass a <name>.npy written by "
+                           "'boundary map' or a folder holding map.npy") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        arr.close()
+        raise MapFileError(f"{path} is an .npz archive, not a .npy map array; pass <name>.npy")
+    if arr.ndim != 2 or min(arr.shape) < 2 or not (np.issubdtype(arr.dtype, np.integer)
+                                                   or np.issubdtype(arr.dtype, np.floating)):
+        raise MapFileError(f"{path} holds a {arr.dtype} array of shape {arr.shape}, not a 2-D numeric map "
+                           "of at least 2x2 pixels")
+    return arr
+
+
 def border_mask(scores) -> np.ndarray:
     """True where a 2x2 neighbourhood holds both signs (converged: score < 0)."""
     pos = np.asarray(scores) >= 0

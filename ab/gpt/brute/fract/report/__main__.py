@@ -14,14 +14,14 @@ from .load import ResultsError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("--results", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--results", type=cli_util.Path(file_okay=False, path_type=Path),
               help="NNEval's results folder (runs/, stat/train/, nn/) [<LEMUR root>/new_lemur]")
-@click.option("--models", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--models", type=cli_util.Path(file_okay=False, path_type=Path),
               help="generator output with manifest.jsonl, for the generated count and specs "
                    "[<LEMUR root>/out/fractal when it exists]")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--db", type=cli_util.Path(dir_okay=False, path_type=Path),
               help="LEMUR SQLite DB (db/ab.nn.db) to read registered results from as well")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", type=cli_util.Path(file_okay=False, path_type=Path),
               help="output folder for report.html, figures/ and tables/ [<LEMUR root>/out/report]")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
               help="models in the leaderboard (and in the significance tests against #1)")
