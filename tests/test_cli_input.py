@@ -115,6 +115,9 @@ def test_report_rejects_empty_paths(args, tmp_path, monkeypatch, capsys):
     (["map", "--name", "../escape"], ["--name", "plain file name"]),
     (["map", "--name", ""], ["--name", "plain file name"]),
     (["map", "--out", ""], ["--out", "empty path"]),
+    (["map", "--device", "foo"], ["--device", "use cpu, cuda or cuda:N"]),
+    (["map", "--seed", "-5"], ["--seed"]),
+    (["map", "--width", "100000000"], ["GiB", "--width"]),
     (["zoom", "--factor", "inf"], ["--factor", "finite"]),
     (["zoom", "--centre-x", "nan", "--centre-y", "1"], ["--centre-x", "finite"]),
     (["zoom", "--ms", "-5"], ["--ms"]),
@@ -122,6 +125,7 @@ def test_report_rejects_empty_paths(args, tmp_path, monkeypatch, capsys):
     (["cnn", "--model", "m.py", "--lr-range", "0.1", "inf"], ["--lr-range", "finite"]),
     (["cnn", "--model", "m.py", "--timeout", "nan"], ["--timeout", "finite"]),
     (["cnn", "--model", ""], ["--model", "empty path"]),
+    (["cnn", "--model", "m.py", "--seed", "-1"], ["--seed"]),
 ])
 def test_boundary_rejects(args, words, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -210,3 +214,19 @@ def test_finite_refuses_non_finite_numbers(value):
     with pytest.raises(click.BadParameter, match="finite"):
         cli_util.Finite(min=0).convert(value, None, None)
     assert cli_util.Finite(min=0).convert("1e300", None, None) == 1e300
+
+
+def test_map_into_a_folder_of_another_map_is_one_line(tmp_path, capsys):
+    small = ["--res", "2", "--steps", "20", "--quiet", "--out", str(tmp_path / "o")]
+    assert boundary.main(["map", *small]) == 0
+    capsys.readouterr()
+    err = _run_boundary(["map", *small, "--width", "4"], capsys)
+    assert "holds tiles of different settings" in err
+
+
+def test_cnn_map_with_a_relative_out_folder(tiny_model, cifar_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rc = boundary.main(["cnn", "--model", str(tiny_model), "--res", "2", "--steps", "2", "--window", "1",
+                        "--train-limit", "32", "--workers", "1", "--data-dir", str(cifar_dir), "--out", "rel", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    assert np.load(tmp_path / "rel" / "map.npy").shape == (2, 2)

@@ -72,6 +72,17 @@ class Path(click.Path):
         return super().convert(value, param, ctx)
 
 
+class Device(click.ParamType):
+    """A torch device name this code runs on: cpu, cuda or cuda:N."""
+
+    name = "device"
+
+    def convert(self, value, param, ctx):
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", str(value)):
+            self.fail(f"{value!r} is not a device: use cpu, cuda or cuda:N", param, ctx)
+        return str(value)
+
+
 class FileStem(click.ParamType):
     """A base name for files written into the output folder: not empty, no path separators."""
 

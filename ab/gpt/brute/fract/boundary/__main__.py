@@ -9,7 +9,7 @@ import click
 
 from .. import cli_util
 from .cnn_cli import cnn_cmd
-from .config import ACTIVATIONS, DTYPES, KNOBS, READOUTS, SEED_MODES, Axis, BoundaryConfig, check_memory
+from .config import ACTIVATIONS, DTYPES, KNOBS, READOUTS, SEED_MODES, SEED_MAX, Axis, BoundaryConfig, check_memory
 
 
 def _grid_options(f):
@@ -38,14 +38,14 @@ def _grid_options(f):
         click.option("--lr1", type=cli_util.Finite(), default=0.1, show_default=True, help="Output-layer lr when not swept."),
         click.option("--offset0", type=cli_util.Finite(), default=0.0, show_default=True, help="Input-layer init offset when not swept."),
         click.option("--offset1", type=cli_util.Finite(), default=0.0, show_default=True, help="Output-layer init offset when not swept."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True),
         click.option("--seed-mode", type=str, default="shared", show_default=True,
                      help="shared: one init and data set for all pixels; per_pixel: own seed per pixel."),
         click.option("--dtype", type=str, default="float32", show_default=True, help="|".join(DTYPES)),
         click.option("--readout", type=str, default="sum", show_default=True,
                      help="sum (Sohl-Dickstein score) | final (final loss) | probe (loss at --probe-step)."),
         click.option("--probe-step", type=int, default=None, help="Step read by --readout probe (default: last)."),
-        click.option("--device", type=str, default="cpu", show_default=True, help="cpu, cuda, cuda:1, ..."),
+        click.option("--device", type=cli_util.Device(), default="cpu", show_default=True, help="cpu, cuda, cuda:1, ..."),
         click.option("--tile", type=int, default=128, show_default=True, help="Tile side; finished tiles are kept on disk."),
         click.option("--chunk", type=int, default=256, show_default=True, help="Networks trained together in one batch."),
     ]
@@ -103,7 +103,10 @@ def map_cmd(out_dir, name, quiet, **kw):
     from . import runner
 
     cfg = _config(kw)
-    res = runner.compute_map(cfg, out_dir, progress=not quiet)
+    try:
+        res = runner.compute_map(cfg, out_dir, progress=not quiet)
+    except ValueError as e:  # --out holds tiles of another map
+        raise click.UsageError(str(e))
     paths = runner.write_outputs(res, out_dir, name)
     s = res.stats
     click.echo(f"{s['computed']} tiles computed, {s['reused']} reused, {res.seconds:.1f} s; "

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from .. import cli_util
+from .config import SEED_MAX
 
 
 @click.command("cnn")
@@ -27,7 +28,7 @@ from .. import cli_util
 @click.option("--res-y", type=click.IntRange(min=1), default=None, help="Pixels along y (overrides --res).")
 @click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="SGD steps per pixel.")
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True,
               help="One seed for all pixels: same initial weights, batch order and drop-path draws.")
 @click.option("--train-limit", type=click.IntRange(min=1), default=None,
               help="Use the first N training images (batches cycle through them) [all].")
@@ -89,7 +90,7 @@ def cnn_cmd(model_path, grid, lr_range, momentum_range, lr_late_range, momentum,
         data = prepare(locate(data_dir), lemur_root() / "out" / "cache").to_dict()
     except (ValueError, DataError) as e:
         raise click.UsageError(str(e))
-    out = Path(out_dir) if out_dir else lemur_root() / "out" / "boundary-cnn" / cfg.model_name
+    out = (Path(out_dir) if out_dir else lemur_root() / "out" / "boundary-cnn" / cfg.model_name).absolute()
     out.mkdir(parents=True, exist_ok=True)
     cfg.model, cfg.code_sha = cnn_map.stage_model(code, out)
     cfg.data_id = Path(data["train_x"]).parent.name

@@ -18,6 +18,7 @@ DTYPES = ("float32", "float64")
 # The full-size arrays of one map: three float64 readouts and a bool mask, then the PNG rendering's float64
 # and RGBA copies. A generous per-pixel figure, so a map refused by `check_memory` would surely not fit.
 BYTES_PER_PIXEL = 128
+SEED_MAX = 2**63 - 1  # torch.manual_seed and numpy's generators both take it
 
 
 def available_memory() -> int:
@@ -38,7 +39,7 @@ def check_memory(shape: tuple[int, int], work_bytes: int = 0) -> None:
     arrays = shape[0] * shape[1] * BYTES_PER_PIXEL
     have = available_memory()
     if arrays + work_bytes > have:
-        fix = "lower --res (or --res-x/--res-y)" if arrays >= work_bytes else "lower --steps, --tile or --chunk"
+        fix = "lower --res (or --res-x/--res-y)" if arrays >= work_bytes else "lower --steps, --tile, --chunk, --width or the data size"
         raise ValueError(f"a {shape[1]}x{shape[0]} map needs about {(arrays + work_bytes) / 2**30:,.1f} GiB of "
                          f"memory, more than the {have / 2**30:,.1f} GiB available: {fix}")
 
