@@ -84,6 +84,8 @@ def test_nneval_rejects(args, words, tmp_path, monkeypatch, capsys):
     (["--local-drop", "inf"], ["--local-drop", "finite numbers"]),
     (["--global-drop", ","], ["--global-drop"]),
     (["--depth", ""], ["--depth", "not a list of integers"]),
+    (["--depth", "1-99999999999"], ["--depth", "more than 10000 values"]),
+    (["--channels", "8,1-99999999999"], ["--channels", "more than 10000 values"]),
     (["--channels", ""], ["--channels"]),
     (["--conv", ""], ["conv", "no values"]),
     (["--out", ""], ["--out", "empty path"]),

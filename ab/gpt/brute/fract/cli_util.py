@@ -33,7 +33,7 @@ class Finite(click.FloatRange):
     """A float option that refuses nan and +-inf (click's FloatRange lets them through), with optional
     bounds as in click.FloatRange. Use it for every float option: `type=Finite()` or `Finite(min=0)`."""
 
-    name = "finite float"
+    name = "float"
 
     def convert(self, value, param, ctx):
         number = click.FLOAT.convert(value, param, ctx)
@@ -53,7 +53,7 @@ def available_cpus() -> int:
 class Threads(click.ParamType):
     """A thread count from 1 to the CPUs this process may use."""
 
-    name = "threads"
+    name = "integer"
 
     def convert(self, value, param, ctx):
         n = click.INT.convert(value, param, ctx)
@@ -95,6 +95,9 @@ class FileStem(click.ParamType):
         return text
 
 
+MAX_LIST = 10_000  # values one list option may expand to ('1-99999999999' would exhaust memory)
+
+
 def int_list(text: str, name: str) -> tuple[int, ...]:
     """'1-4' or '1,2,5' or '1-3,6' -> (1, 2, 3, 6)."""
     out: list[int] = []
@@ -104,7 +107,10 @@ def int_list(text: str, name: str) -> tuple[int, ...]:
             raise click.BadParameter(f"{text!r} is not a list of integers or ranges like 1-4,6",
                                      param_hint=f"--{name}")
         a = int(m.group(1))
-        out.extend(range(a, int(m.group(2) or a) + 1))
+        b = int(m.group(2) or a)
+        if len(out) + b - a >= MAX_LIST:
+            raise click.BadParameter(f"{text!r} names more than {MAX_LIST} values", param_hint=f"--{name}")
+        out.extend(range(a, b + 1))
     return tuple(dict.fromkeys(out))
 
 
