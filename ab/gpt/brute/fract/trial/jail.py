@@ -98,18 +98,29 @@ def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3) ->
     for f in SYSTEM_FILES:
         if os.path.exists(f):
             cmd += ["--ro-bind", f, f]
+    made: set[str] = set()
+
+    def bind(kind: str, src: str, dest: str) -> None:
+        # bwrap would create missing parents as 0700, closed to the model uid: make them 0755 first
+        for parent in reversed(Path(dest).parents):
+            p = str(parent)
+            if p != "/" and p not in made and not any(p == d or p.startswith(d + "/") for d in SYSTEM_DIRS):
+                made.add(p)
+                cmd.extend(["--perms", "0755", "--dir", p])
+        cmd.extend([kind, src, dest])
+
     prefixes = {Path(sys.base_prefix).resolve(), Path(sys.prefix).absolute(), Path(sys.prefix).resolve()}
     prefixes.add(Path(os.path.realpath(sys.executable)).parent.parent)
     for p in sorted(prefixes):
-        cmd += ["--ro-bind", str(p), str(p)]
+        bind("--ro-bind", str(p), str(p))
     for d in _ab_dirs():
-        cmd += ["--ro-bind", d, d]
+        bind("--ro-bind", d, d)
     cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", str(cfg.scratch), SCRATCH]
     if cfg.cuda:
         for dev in sorted(Path("/dev").glob("nvidia*")):
             cmd += ["--dev-bind", str(dev), str(dev)]
     for name, host in cfg.data.items():
-        cmd += ["--ro-bind", str(Path(host).resolve()), f"{DATA}/{Path(host).name}"]
+        bind("--ro-bind", str(Path(host).resolve()), f"{DATA}/{Path(host).name}")
     cmd += ["--chdir", SCRATCH, "--"]
     return cmd + worker_argv(cfg, control_fd)
 

@@ -105,6 +105,10 @@ class Jail:
         self.cfg = cfg
         cfg.scratch.mkdir(parents=True, exist_ok=True)
         os.chmod(cfg.scratch, 0o711)  # the model uid may pass through to its own folder, not list it
+        for f in cfg.data.values():  # decoded-data cache files: the model uid reads them (read-only bind)
+            mode = os.stat(f).st_mode
+            if mode & 0o444 != 0o444:
+                os.chmod(f, mode | 0o444)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock = ours
         try:
