@@ -128,7 +128,8 @@ def _generate(proposals, registry, out, *, limit, generator, workers, mode, time
         res = fut.result()
         if not res.ok:
             path.unlink(missing_ok=True)
-            record(c, "invalid", res.message if res.status in ("error", "timed-out") else f"{res.status}: {res.message}")
+            prefix = "out of memory: " if res.status == "out-of-memory" else ""
+            record(c, "invalid", prefix + res.message)
             return
         result = res.value
         sig = result["signature"]

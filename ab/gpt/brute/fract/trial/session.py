@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import json
 import os
-import select
+import shutil
 import socket
 import subprocess
 import threading
@@ -103,7 +103,8 @@ def save_atomic(path: Path, data: bytes) -> None:
 class Jail:
     def __init__(self, cfg: JailConfig, startup_timeout: float = 300.0) -> None:
         self.cfg = cfg
-        cfg.scratch.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(cfg.scratch, ignore_errors=True)  # what a killed predecessor left
+        cfg.scratch.mkdir(parents=True)
         os.chmod(cfg.scratch, 0o711)  # the model uid may pass through to its own folder, not list it
         for f in cfg.data.values():  # decoded-data cache files: the model uid reads them (read-only bind)
             mode = os.stat(f).st_mode
