@@ -153,7 +153,8 @@ def _generate(proposals, registry, out, *, limit, generator, workers, mode, time
                 settle(f)
 
     # validation runs forward and backward passes of the model: each in its own jailed process
-    with LocalExecutor(workers, TrialLimits(cpu_s=int(timeout) + 60), unsafe_no_jail=unsafe_no_jail) as box:
+    with LocalExecutor(workers, TrialLimits(cpu_s=int(timeout) + 60), unsafe_no_jail=unsafe_no_jail,
+                       warm_space=True) as box:
         items = iter(proposals)
         while True:
             # ask for another proposal only while the pending ones could still leave the limit unmet

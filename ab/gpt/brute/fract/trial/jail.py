@@ -1,8 +1,8 @@
 """The bubblewrap command for one jail, and a check that such a jail can start on this machine.
 
 A jail is a bwrap process with its own mount, PID, network, IPC, UTS (and cgroup) namespaces, no
-capabilities but the four its trusted zygote needs to hand each model to an unprivileged uid
-(SETUID, SETGID, KILL, CHOWN; the model process has none), a cleared environment, and a filesystem
+capabilities but those its trusted zygote needs to hand each model to an unprivileged uid and clean up
+after it (ZYGOTE_CAPS; the model process has none), a cleared environment, and a filesystem
 made of: the system dirs and the Python prefix read-only, the virtualenv read-only, the package source
 folders (each `ab/` root, never the repo root around it) read-only, the data files the trial reads
 read-only at /data, one private writable scratch at /scratch and a tmpfs /tmp. Nothing else of the
@@ -20,7 +20,9 @@ from pathlib import Path
 
 SCRATCH = "/scratch"
 DATA = "/data"
-ZYGOTE_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN")
+# the zygote's: hand a model its own uid and folder, kill what it leaves, remove its files; the model
+# process has none of them (a uid change from 0 clears every capability)
+ZYGOTE_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER")
 SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
 SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/etc/nsswitch.conf")
 UID_BASE = 40000  # model processes run as UID_BASE + k: never root, never a real user
@@ -38,6 +40,7 @@ class JailConfig:
     uid: int = UID_BASE
     cuda: bool = False
     unsafe_no_jail: bool = False  # debugging only: run the worker as a plain subprocess
+    warm_space: bool = False  # generation: the zygote pre-validates trusted renders (worker._warm_space)
 
     def data_paths(self) -> dict[str, str]:
         """What the trial sees: the jail's paths of the data files (the host paths without a jail)."""
@@ -78,7 +81,8 @@ def environment(cfg: JailConfig) -> dict[str, str]:
 def worker_argv(cfg: JailConfig, control_fd: int = 3) -> list[str]:
     scratch = str(cfg.scratch) if cfg.unsafe_no_jail else SCRATCH
     return [sys.executable, "-m", "ab.gpt.brute.fract.trial.worker", "--scratch", scratch, "--uid", str(cfg.uid),
-            "--control-fd", str(control_fd)] + (["--no-jail"] if cfg.unsafe_no_jail else [])
+            "--control-fd", str(control_fd)] + (["--no-jail"] if cfg.unsafe_no_jail else []) + \
+        (["--warm-space"] if cfg.warm_space else [])
 
 
 def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3) -> list[str]:

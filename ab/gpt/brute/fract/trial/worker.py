@@ -10,8 +10,8 @@ limits; payloads: the model code and an optional resume state). For each request
 2. the child closes every descriptor but stdio and its channel, sets its rlimits (CPU, address space,
    file size, process count, no core), drops to the model uid (losing every capability), writes the code
    to its folder and runs the task, sending its events on the channel (protocol.py);
-3. when the child has exited, a clean-up process running as the model uid kills every process of that uid
-   (detached grandchildren included) and empties the folder, which the zygote then removes;
+3. when the child has exited, the zygote kills every other process of the jail's PID namespace (detached
+   grandchildren included; kill(-1) reaches all but bwrap's init and itself) and removes the folder;
 4. the zygote reports the child's exit (code or signal) on the control socket.
 
 With `--no-jail` (the driver's --unsafe-no-jail, debugging only) there is no uid switch: the child leads
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import os
 import resource
 import shutil
@@ -76,6 +77,26 @@ def _warm_up(scratch: Path) -> None:
     path.write_text(_WARM_MODEL)
     try:
         check_model_file(str(path), mode="meta")
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _warm_space(scratch: Path) -> None:
+    """Validate, in the zygote, trusted renders of our own template that cover every layer combination
+    and block shape of the default space (depth 4, two columns), so each forked child finds the meta
+    kernels it needs already cached (generation only; about 2-3 s per jail)."""
+    from ..fractal_template import render
+    from ..registry import build_registry
+    from ..space import Space
+    from ..validate import check_model_file
+
+    reg = build_registry(third_party=False)
+    path = scratch / ".warm_space.py"
+    try:
+        for spec in Space.default(reg):
+            if spec.depth == 4 and spec.columns == 2 and spec.dropout > 0:
+                path.write_text(render(spec, reg))
+                check_model_file(str(path), mode="meta")
     finally:
         path.unlink(missing_ok=True)
 
@@ -161,37 +182,8 @@ def _child(channel: int, header: dict, payloads: list[bytes], rundir: Path, uid:
     return 0
 
 
-def _others(uid: int) -> list[int]:
-    me, found = os.getpid(), []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/status") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-        except OSError:
-            continue
-        if int(fields.get("Uid", "-1").split()[0]) == uid and not fields.get("State", "").strip().startswith("Z"):
-            found.append(int(name))
-    return found
-
-
-def _wipe(folder: Path) -> None:
-    for root, dirs, _files in os.walk(folder):
-        for d in dirs:
-            try:
-                os.chmod(os.path.join(root, d), 0o700, follow_symlinks=False)
-            except OSError:
-                pass
-    for entry in folder.iterdir() if folder.exists() else ():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-
-
-def _clean_up(uid: int, rundir: Path, jail: bool, child: int) -> None:
-    """Kill whatever the model left running and empty its folder."""
+def _clean_up(rundir: Path, jail: bool, child: int) -> None:
+    """Kill whatever the model left running (detached grandchildren included) and remove its folder."""
     if not jail:
         try:
             os.killpg(child, signal.SIGKILL)
@@ -199,25 +191,20 @@ def _clean_up(uid: int, rundir: Path, jail: bool, child: int) -> None:
             pass
         shutil.rmtree(rundir, ignore_errors=True)
         return
-    pid = os.fork()
-    if pid == 0:
+    # in the jail's PID namespace every process but bwrap's init and this zygote is the model's:
+    # kill(-1) reaches exactly those (CAP_KILL), until none is left (ESRCH)
+    for _ in range(5000):
         try:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            for _ in range(1000):
-                for sig in (signal.SIGSTOP, signal.SIGKILL):  # stopped first: a fork bomb cannot outrun it
-                    try:
-                        os.kill(-1, sig)
-                    except OSError:
-                        pass
-                if not _others(uid):
-                    break
-                time.sleep(0.005)
-            _wipe(rundir)
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            break
+        time.sleep(0.001)  # killed ones are zombies until bwrap's init reaps them
+    for root, dirs, _files in os.walk(rundir):  # a model may have made its folders unreadable
+        for d in dirs:
+            try:
+                os.chmod(os.path.join(root, d), 0o700, follow_symlinks=False)
+            except OSError:
+                pass
     shutil.rmtree(rundir, ignore_errors=True)
 
 
@@ -227,6 +214,7 @@ def main() -> None:
     ap.add_argument("--uid", type=int, required=True)
     ap.add_argument("--control-fd", type=int, default=3)
     ap.add_argument("--no-jail", action="store_true")
+    ap.add_argument("--warm-space", action="store_true")
     args = ap.parse_args()
     jail = not args.no_jail
     _nondumpable()
@@ -236,7 +224,11 @@ def main() -> None:
     sys.dont_write_bytecode = True
     scratch = Path(args.scratch)
     _warm_up(scratch)
+    if args.warm_space:
+        _warm_space(scratch)
     reader = FrameReader(ctl.fileno(), MAX_REQUEST)
+    gc.collect()
+    gc.freeze()  # forked children do not touch (and copy) the zygote's objects when they collect
     write_frame(ctl.fileno(), {"type": "ready"})
     for k in range(1, 1 << 62):
         msg, fds, _flags, _addr = socket.recv_fds(ctl, 1, 1)
@@ -264,7 +256,7 @@ def main() -> None:
                 os._exit(rc)
         os.close(channel)
         _, status = os.waitpid(pid, 0)
-        _clean_up(args.uid, rundir, jail, pid)
+        _clean_up(rundir, jail, pid)
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         write_frame(ctl.fileno(), {"type": "exit", "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                                    "signal": signal.Signals(sig).name if sig else None})
