@@ -34,7 +34,8 @@ def _imports(name: str, path: Path) -> set[str]:
             targets = [base] + [f"{base}.{a.name}" for a in node.names]
         else:
             continue
-        found |= {t for t in targets if t in MODULES and t != name}
+        # a module's own parent packages are imported before it anyway: not an edge
+        found |= {t for t in targets if t in MODULES and t != name and not name.startswith(t + ".")}
     return found
 
 

@@ -3,7 +3,7 @@
     python -m ab.gpt.NNEval --help
 
 Trains every model in --models (default <LEMUR root>/out/fractal) that has no result yet, each in a
-sandboxed worker process, writes LEMUR-format results to --out (default <LEMUR root>/new_lemur) and
+bubblewrap jail (one fresh process per model), writes LEMUR-format results to --out (default <LEMUR root>/new_lemur) and
 registers them into nn-dataset's SQLite DB. Rerunning resumes; interrupted models continue from their
 last finished epoch. Data: --data-dir or $NN_GPT_FRACTAL_CIFAR (a cifar-10-batches-py folder), else
 <LEMUR root>/data (downloaded as nn-dataset does when missing and online).
@@ -99,7 +99,7 @@ def print_summary(outcome: SweepOutcome) -> None:
 @click.option("--no-register", is_flag=True, help="write new_lemur/ only, no DB")
 @click.option("--fetch-lemur-db", is_flag=True, help="download the full LEMUR DB first when there is none (online)")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="local sandboxed training processes")
+              help="local jailed training processes")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--address", help="Ray cluster address (default: start a local Ray)")
 @click.option("--timeout", type=cli_util.Finite(min=1), default=3600, show_default=True,
@@ -109,10 +109,12 @@ def print_summary(outcome: SweepOutcome) -> None:
 @click.option("--threads", type=cli_util.Threads(), help="torch threads per worker, at most the CPUs [cores / workers]")
 @click.option("--save-best", is_flag=True, help="keep each trial's best weights in <out>/ckpt/")
 @click.option("--retry-failed", is_flag=True, help="evaluate again models whose result is not 'trained'")
+@click.option("--unsafe-no-jail", is_flag=True, help="DEBUGGING ONLY, UNSAFE: train without the bubblewrap jail "
+              "(model code can then read, write and run anything this user can)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform, seeds, seed, amp, checkpointing,
          channels_last, device, data_dir, train_limit, test_limit, out, db, no_register, fetch_lemur_db, workers,
-         executor, address, timeout, memory_gb, threads, save_best, retry_failed, quiet):
+         executor, address, timeout, memory_gb, threads, save_best, retry_failed, unsafe_no_jail, quiet):
     """Train generated models on CIFAR-10, write LEMUR-format results and register them in the DB."""
     if address and executor != "ray":
         raise click.BadParameter("--address needs --executor ray", param_hint="--address")
@@ -127,7 +129,9 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
                       device=device, data_dir=data_dir, train_limit=train_limit, test_limit=test_limit, db=db,
                       register=not no_register, fetch_lemur_db=fetch_lemur_db, workers=workers, executor=executor,
                       address=address, timeout=timeout, memory_gb=memory_gb, threads=threads, save_best=save_best,
-                      retry_failed=retry_failed, quiet=quiet)
+                      retry_failed=retry_failed, quiet=quiet, unsafe_no_jail=unsafe_no_jail)
+    if unsafe_no_jail:
+        click.echo("WARNING: --unsafe-no-jail: model code runs WITHOUT the jail (debugging only)", err=True)
     if device == "cuda":
         import torch
 

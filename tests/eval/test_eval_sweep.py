@@ -158,7 +158,7 @@ def test_kill_9_mid_run_then_rerun_completes(tiny_models, lemur_root, cifar_dir)
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     work = lemur_root / "new_lemur" / ".work"
     deadline = time.monotonic() + 120
-    while not list(work.glob("*/seed0/state.pt")) and time.monotonic() < deadline and proc.poll() is None:
+    while not list(work.glob("*/seed0/state.safetensors")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
     time.sleep(0.3)  # into the next epoch
     proc.send_signal(signal.SIGKILL)

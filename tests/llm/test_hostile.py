@@ -1,20 +1,22 @@
-"""Hostile LLM output: each file is rejected by the static allowlist or contained by the sandbox at run
-time, and nothing appears outside the run directory (a canary folder stays empty).
+"""Hostile LLM output: each file is rejected by the static allowlist or contained by the jail at run
+time, and nothing appears outside the jail (a canary folder stays empty).
 
-Three layers are shown: (1) the real pipeline, fed by the loopback LLM in code mode; (2) the sandbox alone,
+Three layers are shown: (1) the real pipeline, fed by the loopback LLM in code mode; (2) the jail alone,
 given the statically rejected files anyway, as if the static check had a hole; (3) files that pass the
 static check on purpose and misbehave at run time (endless loop, 100 GB allocation, CPU burn).
+(The full hostile suite, with the static check off, is tests/trial/test_hostile_models.py.)
 """
 from __future__ import annotations
 
 import pytest
 
+from ab.gpt.brute.fract.generate import generate
 from ab.gpt.brute.fract.space.codecheck import check_contract, check_source
-from ab.gpt.brute.fract.generate import VALIDATE, generate
 from ab.gpt.brute.fract.space.generators import Request
 from ab.gpt.brute.fract.space.registry import build_registry
-from ab.gpt.brute.fract.sandbox import Limits, Sandbox, SandboxError
 from ab.gpt.brute.fract.space.space import Space
+from ab.gpt.brute.fract.trial import Trial, TrialLimits
+from ab.gpt.brute.fract.trial.executors import LocalExecutor
 from nn_gpt_fractal_llm import plugin
 from nn_gpt_fractal_llm.testing import read_jsonl
 
@@ -88,10 +90,10 @@ RUNTIME = {
     "allocates 100 GB": (model(init="self.buf = torch.empty(100 * 2 ** 30, dtype=torch.uint8, device='cpu')"),
                          "out of memory"),
 }
-# fails at import, before the static check would matter, in the sandbox alone
+# run in the jail alone, as if the static check had let them through
 RUNTIME_ONLY = ("writes a file", "opens a socket", "imports os via __import__", "walks __subclasses__ to os",
-                "importlib", "subprocess", "string eval via get_type_hints", "tensorboard writer",
-                "benchmark Timer runs a string")
+                "importlib", "subprocess", "string eval via get_type_hints", "benchmark Timer runs a string",
+                "numpy tofile", "exec via getattr(__builtins__)")
 
 
 def fill(code: str, canary, port: int = 9) -> str:
@@ -149,22 +151,19 @@ def test_pipeline_rejects_or_contains_every_hostile_file(chat_server, tmp_path, 
     assert not list(out.glob(".staging/*.py"))
 
 
-def test_sandbox_contains_what_the_static_check_would_have_stopped(tmp_path, chat_server, canary):
-    """Defense in depth: the statically rejected files, run anyway, are stopped by the worker's audit hook."""
-    run_dir = tmp_path / "run"
-    with Sandbox(workers=1, limits=Limits(timeout_s=60), run_dir=run_dir) as box:
+def test_jail_contains_what_the_static_check_would_have_stopped(chat_server, canary):
+    """Defense in depth: the statically rejected files, run anyway, cannot reach the canary or the network."""
+    with LocalExecutor(1, TrialLimits()) as ex:
         for name in RUNTIME_ONLY:
-            path = run_dir / f"{name.replace(' ', '_')}.py"
-            path.write_text(fill(STATIC[name], canary, chat_server.port))
-            with pytest.raises(SandboxError, match="sandbox: |not allowed"):
-                box.call(VALIDATE, path=str(path))
+            res = ex.submit(Trial("validate", fill(STATIC[name], canary, chat_server.port), {"mode": "meta"},
+                                  60)).result()
+            assert res.status in ("ok", "error"), (name, res)
     assert chat_server.requests == []  # the socket never connected
 
 
-def test_cpu_limit_kills_a_busy_worker(tmp_path):
-    path = tmp_path / "burn.py"
-    path.write_text(model(init="n = 0\nwhile True:\n    n += 1"))
-    assert check_source(path.read_text()) == []
-    with Sandbox(workers=1, limits=Limits(timeout_s=120, cpu_s=2), run_dir=tmp_path) as box:
-        with pytest.raises(SandboxError, match="CPU time limit"):
-            box.call(VALIDATE, path=str(path))
+def test_cpu_limit_kills_a_busy_model():
+    code = model(init="n = 0\nwhile True:\n    n += 1")
+    assert check_source(code) == []
+    with LocalExecutor(1, TrialLimits(cpu_s=2)) as ex:
+        res = ex.submit(Trial("validate", code, {"mode": "meta"}, 120)).result()
+    assert res.status == "error" and "CPU time limit (SIGXCPU)" in res.message

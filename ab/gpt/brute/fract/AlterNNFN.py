@@ -7,6 +7,7 @@ space, widened by installed plugins. Output defaults to <LEMUR root>/out/fractal
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from pathlib import Path
@@ -112,7 +113,7 @@ def list_space(space: Space) -> None:
 @click.option("--out", type=cli_util.Path(file_okay=False, path_type=Path),
               help="output folder [<LEMUR root>/out/fractal]")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="sandboxed validation processes")
+              help="jailed validation processes")
 @click.option("--validate", "mode", type=click.Choice(["meta", "real"]), default="meta", show_default=True,
               help="meta: shapes, signature, forward+backward on the meta device; real: also real CPU "
                    "tensors, train_setup and learn")
@@ -131,14 +132,16 @@ def list_space(space: Space) -> None:
 @click.option("--dry-run", is_flag=True, help="show what would be generated; write nothing")
 @click.option("--list-space", "show_space", is_flag=True, help="list the space's dimensions and size")
 @click.option("--list-plugins", "show_plugins", is_flag=True, help="list loaded plugins and contributions")
+@click.option("--unsafe-no-jail", is_flag=True, help="DEBUGGING ONLY, UNSAFE: run model code without the "
+              "bubblewrap jail (any model can then read, write and run anything this user can)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 def main(kind, depth, columns, plain_layers, channels, conv, norm, act, order, dropout, join, local_drop,
          global_drop, pool, head, generator_name, gen_opt, limit, seed, out, workers, mode, timeout, baselines,
-         rounds, new_lemur, eval_args, eval_module, dry_run, show_space, show_plugins, quiet):
+         rounds, new_lemur, eval_args, eval_module, dry_run, show_space, show_plugins, unsafe_no_jail, quiet):
     """Generate and validate FractalNet variants as LEMUR model files.
 
     Each point of the declared space is rendered through the Jinja2 template, statically checked,
-    then instantiated and run forward and backward in a sandboxed process; only models that pass and
+    then instantiated and run forward and backward in a jailed process (bubblewrap); only models that pass and
     are architecturally distinct from earlier ones are written. Reruns skip finished work.
     """
     if show_plugins:
@@ -149,6 +152,10 @@ def main(kind, depth, columns, plain_layers, channels, conv, norm, act, order, d
     if show_space:
         list_space(space)
         return 0
+    gen = functools.partial(generate, unsafe_no_jail=unsafe_no_jail)
+    if unsafe_no_jail:
+        click.echo("WARNING: --unsafe-no-jail: model code runs WITHOUT the jail (debugging only)", err=True)
+        eval_args = tuple(eval_args) + ("--unsafe-no-jail",)
     reg = default_registry()
     if generator_name not in reg.generators:
         raise click.BadParameter(f"unknown generator {generator_name!r}: choose from "
@@ -164,7 +171,7 @@ def main(kind, depth, columns, plain_layers, channels, conv, norm, act, order, d
         if baselines:
             raise click.UsageError("--baselines is not available with --rounds")
         return closed_loop(rounds, space, generator_name, options, limit, seed, out, workers, mode, timeout,
-                           new_lemur or new_lemur_dir(), eval_args, eval_module, dry_run)
+                           new_lemur or new_lemur_dir(), eval_args, eval_module, dry_run, gen)
     request = Request(limit=limit, seed=seed, options=options, out_dir=out)
     specs = reg.generators[generator_name].propose(space, request)
     proposed: list = []
@@ -186,7 +193,7 @@ def main(kind, depth, columns, plain_layers, channels, conv, norm, act, order, d
                 bar.update(1)
             bar.set_postfix_str(status, refresh=False)
 
-        outcome = generate(specs, reg, out, limit=limit, generator=generator_name, workers=workers,
+        outcome = gen(specs, reg, out, limit=limit, generator=generator_name, workers=workers,
                            mode=mode, timeout=timeout, progress=progress)
     elapsed = time.perf_counter() - started
     validated = len(outcome.accepted) + len(outcome.invalid) + len(outcome.duplicates)
@@ -200,7 +207,7 @@ def main(kind, depth, columns, plain_layers, channels, conv, norm, act, order, d
         valid = [s for s in proposed if isinstance(s, ArchSpec)
                  and records.get(s.spec_hash, {}).get("status") == "valid"]
         with tqdm(desc="baselines", unit="model", disable=quiet) as bar:
-            b = generate(baselines_for(valid), reg, out, limit=None, generator="baselines", workers=workers,
+            b = gen(baselines_for(valid), reg, out, limit=None, generator="baselines", workers=workers,
                          mode=mode, timeout=timeout, progress=lambda status, name: bar.update(1))
         click.echo(f"baselines of {len(valid)} fractal variants: {len(b.accepted)} new valid models, "
                    f"{len(b.duplicates)} duplicates, {len(b.invalid)} invalid, {b.skipped} already done")
@@ -214,7 +221,7 @@ def _remember(items, into: list):
 
 
 def closed_loop(rounds, space, generator_name, options, limit, seed, out, workers, mode, timeout, new_lemur,
-                eval_args, eval_module, dry_run) -> int:
+                eval_args, eval_module, dry_run, gen=generate) -> int:
     """`--rounds`: see loop.py. Round k uses seed + k - 1 and adds gen options round=k, new_lemur=PATH."""
     import importlib.util
 
@@ -232,7 +239,7 @@ def closed_loop(rounds, space, generator_name, options, limit, seed, out, worker
                                                                      out_dir=out))
 
     def generate_round(proposals):
-        return generate(proposals, reg, out, limit=limit, generator=generator_name, workers=workers, mode=mode,
+        return gen(proposals, reg, out, limit=limit, generator=generator_name, workers=workers, mode=mode,
                         timeout=timeout)
 
     history = run_rounds(rounds, propose, generate_round,

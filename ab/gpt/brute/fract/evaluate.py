@@ -1,22 +1,29 @@
 """The evaluation sweep behind `python -m ab.gpt.NNEval`: train every generated model not yet evaluated.
 
 The driver (this process) never imports model code. For each model it reads the file, runs the static
-checks (`codecheck`), copies the checked code into the trial's work folder and hands it to an executor,
-whose sandbox workers train it (`NNAlterFractalNet.train_model_file`). As trials finish, the driver
-alone writes `new_lemur/` (atomically, `results.py`) and registers into the DB (`register.py`), one
-model at a time, so parallel workers cannot lose or duplicate rows.
+checks (`codecheck`, a first filter for clear early errors; the jail is the security boundary) and hands
+the code text to an executor, which trains it in a bubblewrap jail (`trial/`). The jail sees the
+training images and labels and the test images, never the test labels: the driver scores the logits it
+sends back. As trials finish, the driver alone writes `new_lemur/` (atomically, `results.py`) and
+registers into the DB (`register.py`), one model at a time, so parallel trials cannot lose or duplicate
+rows. Only one sweep at a time may use a results folder (a lock; a second gets a one-line error).
 
-Resume: a model whose `runs/<Model>.json` exists is done and is skipped (its DB rows are re-checked).
-Unfinished trials keep their state in `new_lemur/.work/<Model>/seed<k>/` (the sandbox run directory), so a
-rerun after any interruption, kill -9 included, continues after the last finished epoch.
+Resume: a model whose `runs/<Model>.json` exists is done and is skipped (its DB rows are re-checked), except
+one whose trial was killed from outside (status killed), which is retried. Unfinished trials keep the state
+their jail sent after each epoch in `new_lemur/.work/<Model>/seed<k>/` (safetensors + the epochs so far,
+written by the driver), so a rerun after any interruption, kill -9 included, continues after the last
+finished epoch.
 """
 from __future__ import annotations
 
+import fcntl
 import fnmatch
+import json
 import os
 import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,14 +31,14 @@ from typing import Callable
 from tqdm import tqdm
 
 from . import results
-from .atomic import write_text
 from .data import lemur_norm, locate, prepare
-from .executors import LocalExecutor, RayExecutor, classify
 from .manifest import Manifest
-from .NNAlterFractalNet import BEST, MODEL_FILE, PROGRESS
 from .paths import lemur_root
-from .sandbox import Limits
 from .space import codecheck
+from .trial import Trial, TrialLimits, TrialResult
+from .trial.executors import LocalExecutor, RayExecutor
+from .trial.runner import config_hash
+from .trial.session import BEST, HISTORY, STATE
 
 WORK = ".work"
 
@@ -69,6 +76,12 @@ class SweepConfig:
     save_best: bool = False
     retry_failed: bool = False
     quiet: bool = False
+    static_check: bool = True  # the first filter; off only to show the jail holds without it
+    unsafe_no_jail: bool = False  # debugging only
+
+
+class SweepBusy(OSError):
+    """Another sweep holds the results folder."""
 
 
 @dataclass
@@ -111,45 +124,58 @@ def discover(models_dir: Path, pattern: str | None = None) -> list[ModelEntry]:
     return out
 
 
-def trial_config(cfg: SweepConfig, seed: int, work_dir: Path, data: dict, norm, threads: int | None) -> dict:
-    return {"epochs": cfg.epochs, "batch": cfg.batch, "lr": cfg.lr, "momentum": cfg.momentum, "dropout": cfg.dropout,
+def trial_config(cfg: SweepConfig, seed: int, norm, threads: int | None, device: str) -> dict:
+    conf = {"epochs": cfg.epochs, "batch": cfg.batch, "lr": cfg.lr, "momentum": cfg.momentum, "dropout": cfg.dropout,
             "transform": cfg.transform, "seed": seed, "amp": cfg.amp, "checkpointing": cfg.checkpointing,
-            "channels_last": cfg.channels_last, "device": cfg.device, "threads": threads,
-            "train_limit": cfg.train_limit, "test_limit": cfg.test_limit, "data": data, "norm": norm,
-            "work_dir": str(work_dir), "save_best": cfg.save_best}
+            "channels_last": cfg.channels_last, "device": device, "threads": threads,
+            "train_limit": cfg.train_limit, "test_limit": cfg.test_limit, "norm": [list(v) for v in norm],
+            "save_best": cfg.save_best, "eval_batch": 256}
+    conf["config_hash"] = config_hash(conf)
+    return conf
 
 
 def failed_seed(seed: int, status: str, message: str) -> dict:
     return {"seed": seed, "status": status, "message": message, "epochs": [], "params": None}
 
 
+def seed_result(name: str, seed: int, conf: dict, res: TrialResult, resumed: int) -> dict:
+    info = res.value or {}
+    return {"name": name, "seed": seed, "status": res.status, "message": res.message,
+            "params": info.get("params"), "device": info.get("device", conf["device"]),
+            "amp": info.get("amp", False), "checkpointing": info.get("checkpointing", False),
+            "channels_last": bool(conf["channels_last"]), "threads": info.get("threads", conf["threads"]),
+            "resumed_epochs": resumed, "epochs": res.epochs}
+
+
 class Bars:
-    """A sweep bar plus one bar per running trial, fed from the trials' progress.json files."""
+    """A sweep bar plus one bar per running trial, fed from the trials' progress events."""
 
     def __init__(self, total: int, quiet: bool) -> None:
         self.quiet = quiet
         self.sweep = tqdm(total=total, desc="sweep", unit="model", disable=quiet, dynamic_ncols=True)
         self.trials: dict[str, tqdm] = {}
+        self.latest: dict[str, dict] = {}  # written by executor threads, read by poll()
 
-    def poll(self, running: dict[str, Path]) -> None:
+    def event(self, key: str):
+        def on_event(kind: str, data: dict) -> None:
+            if kind == "progress":
+                self.latest[key] = dict(data)
+        return on_event
+
+    def poll(self) -> None:
         if self.quiet:
             return
-        import json
-
-        for key, work in running.items():
-            try:
-                p = json.loads((work / PROGRESS).read_text())
-            except (OSError, ValueError):
-                continue
+        for key, p in list(self.latest.items()):
             bar = self.trials.get(key)
             if bar is None:
-                bar = self.trials[key] = tqdm(total=p["epochs"] * p["batches"], desc=key[:48], unit="batch",
-                                              leave=False, dynamic_ncols=True)
-            done = (p["epoch"] - 1) * p["batches"] + p["batch"] if p["epoch"] else 0
-            bar.set_postfix_str(f"epoch {p['epoch']}/{p['epochs']}", refresh=False)
+                bar = self.trials[key] = tqdm(total=p["epochs"] * p["batches"] if "epochs" in p else None,
+                                              desc=key[:48], unit="batch", leave=False, dynamic_ncols=True)
+            done = max(0, (p["epoch"] - 1) * p["batches"] + p["batch"]) if p["epoch"] else 0
+            bar.set_postfix_str(f"epoch {p['epoch']}", refresh=False)
             bar.update(max(0, done - bar.n))  # a resumed trial starts past zero
 
     def finish_trial(self, key: str) -> None:
+        self.latest.pop(key, None)
         bar = self.trials.pop(key, None)
         if bar is not None:
             bar.close()
@@ -164,24 +190,40 @@ class Bars:
         self.sweep.close()
 
 
-def _executor(cfg: SweepConfig, limits: Limits, run_dir: Path, cuda: bool):
-    if cfg.executor == "ray":
-        return RayExecutor(limits, run_dir, address=cfg.address, gpus=cuda)
-    return LocalExecutor(cfg.workers, limits, run_dir)
+@contextmanager
+def exclusive(out: Path):
+    """One sweep at a time per results folder: two would each think the other's trials are theirs."""
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweepBusy(f"another NNEval run is using {out}; wait for it to finish or choose another --out") \
+                from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def run_sweep(cfg: SweepConfig, say: Callable[[str], None] = print) -> SweepOutcome:
-    started = time.perf_counter()
-    out = Path(cfg.out).absolute()  # workers run in another directory
-    outcome = SweepOutcome()
+    out = Path(cfg.out).absolute()
     entries = discover(cfg.models, cfg.filter)
     out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out):
+        return _sweep(cfg, entries, out, say)
+
+
+def _sweep(cfg: SweepConfig, entries: list[ModelEntry], out: Path, say) -> SweepOutcome:
+    started = time.perf_counter()
+    outcome = SweepOutcome()
     todo: list[ModelEntry] = []
     done: list[ModelEntry] = []
     for e in entries:
         rec = results.load_run(out, e.name)
-        finished = rec is not None and not (cfg.retry_failed and rec["status"] != "trained")
+        finished = rec is not None and rec["status"] != "killed" and not (cfg.retry_failed and rec["status"] != "trained")
         (done if finished else todo).append(e)
+        if finished:  # a run killed between its record and its clean-up left the work folder
+            shutil.rmtree(out / WORK / e.name, ignore_errors=True)
     if cfg.limit is not None:
         todo = todo[:cfg.limit]
     outcome.skipped = len(done)
@@ -205,6 +247,10 @@ def run_sweep(cfg: SweepConfig, say: Callable[[str], None] = print) -> SweepOutc
             outcome.registered_rows += db.register(out, e.name)
     if todo:
         _evaluate(cfg, todo, out, data, lemur_norm(), cuda, record_cfg, db, outcome)
+    try:
+        (out / WORK).rmdir()
+    except OSError:
+        pass
     outcome.wall_s = round(time.perf_counter() - started, 1)
     last = {"evaluated": len(outcome.records), "skipped": outcome.skipped,
             "counts": results.counts(outcome.records), "success_rate": results.success_rate(outcome.records),
@@ -217,10 +263,11 @@ def run_sweep(cfg: SweepConfig, say: Callable[[str], None] = print) -> SweepOutc
 
 
 def _trials(cfg: SweepConfig, todo: list[ModelEntry], run_dir: Path, finish: Callable):
-    """(entry, seed, work dir, code) for each trial to run; models failing the static checks finish at once."""
+    """(entry, seed, work dir, code) for each trial to run; models failing the static checks finish at once.
+    The code is read once here: later edits of the file do not change what is trained and recorded."""
     for e in todo:
         code = e.path.read_text()
-        findings = codecheck.check_source(code) + codecheck.check_contract(code)
+        findings = (codecheck.check_source(code) + codecheck.check_contract(code)) if cfg.static_check else []
         seeds = [cfg.seed + k for k in range(cfg.seeds)]
         if findings:
             msg = "static check: " + "; ".join(map(str, findings[:3]))
@@ -229,10 +276,29 @@ def _trials(cfg: SweepConfig, todo: list[ModelEntry], run_dir: Path, finish: Cal
         for s in seeds:
             work = run_dir / e.name / f"seed{s}"
             work.mkdir(parents=True, exist_ok=True)
-            model_file = work / MODEL_FILE  # the checked code itself: later edits of e.path do not leak in
-            if not model_file.exists() or model_file.read_text() != code:
-                write_text(model_file, code)
             yield e, s, work, code
+
+
+def saved_progress(work: Path, conf: dict) -> tuple[list[dict], bytes | None]:
+    """(epochs so far, state) a killed run left for this trial, if made under the same config."""
+    try:
+        saved = json.loads((work / HISTORY).read_text())
+        state = (work / STATE).read_bytes()
+    except (OSError, ValueError):
+        return [], None
+    history = saved.get("history") if isinstance(saved, dict) else None
+    if saved.get("config_hash") != conf["config_hash"] or not isinstance(history, list) or \
+            len(history) > conf["epochs"]:
+        return [], None
+    return history, state
+
+
+def _executor(cfg: SweepConfig, limits: TrialLimits, run_dir: Path, cuda: bool, data: dict, threads: int):
+    jail_data = {k: data[k] for k in ("train_x", "train_y", "test_x")}  # never the test labels
+    if cfg.executor == "ray":
+        return RayExecutor(limits, data=jail_data, address=cfg.address, gpus=cuda, threads=threads)
+    return LocalExecutor(cfg.workers, limits, scratch=None, data=jail_data, threads=threads, cuda=cuda,
+                         unsafe_no_jail=cfg.unsafe_no_jail)
 
 
 def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome) -> None:
@@ -241,48 +307,61 @@ def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome) -> None
     workers = cfg.workers if cfg.executor == "local" else 1
     threads = cfg.threads or (1 if cfg.executor == "ray" and not cuda else max(1, (os.cpu_count() or 1) // workers))
     # no address-space limit on CUDA: the driver maps far more virtual memory than it uses
-    limits = Limits(timeout_s=cfg.timeout, cpu_s=int(cfg.timeout * max(threads, 1)) + 120,
-                    memory_gb=1e6 if cuda else cfg.memory_gb)
+    limits = TrialLimits(cpu_s=int(cfg.timeout * max(threads, 1)) + 120, memory_gb=None if cuda else cfg.memory_gb)
     bars = Bars(len(todo), cfg.quiet)
-    pending: dict[Future, tuple[ModelEntry, int, Path]] = {}
+    pending: dict[Future, tuple[ModelEntry, int, Path, dict, int]] = {}
     seeds_of: dict[str, list[dict]] = {}
     codes: dict[str, str] = {}
+    device = "cuda" if cuda else "cpu"
 
     def finish(e: ModelEntry, code: str, seeds: list[dict]) -> None:
         _finish(out, e, code, seeds, record_cfg, db, outcome, bars)
+
+    def settle(e: ModelEntry, s: int, conf: dict, res: TrialResult, resumed: int) -> None:
+        seeds_of[e.name].append(seed_result(e.name, s, conf, res, resumed))
+        if len(seeds_of[e.name]) == cfg.seeds:
+            seed_results = sorted(seeds_of.pop(e.name), key=lambda r: r["seed"])
+            _keep_best(cfg, out, e.name, run_dir)
+            finish(e, codes.pop(e.name), seed_results)
+            shutil.rmtree(run_dir / e.name, ignore_errors=True)
 
     trials = _trials(cfg, todo, run_dir, finish)
     executor = None
     try:
         while True:
-            # keep a short queue per worker, so progress polling and work folders stay proportional to it
-            for e, s, work, code in trials:
-                if executor is None:
-                    executor = _executor(cfg, limits, run_dir, cuda)
+            # a trial is handed over only when a jail is free for it: nothing waits in a queue
+            while executor is None or executor.free() > 0:
+                item = next(trials, None)
+                if item is None:
+                    break
+                e, s, work, code = item
                 codes[e.name] = code
                 seeds_of.setdefault(e.name, [])
-                conf = {**trial_config(cfg, s, work, data, norm, threads), "device": "cuda" if cuda else "cpu",
-                        "name": e.name}
-                pending[executor.submit(str(work / MODEL_FILE), conf, cfg.timeout)] = (e, s, work)
-                if len(pending) >= 2 * executor.workers:
-                    break
+                conf = {**trial_config(cfg, s, norm, threads, device), "name": e.name}
+                history, state = saved_progress(work, conf)
+                diverged = bool(history) and (history[-1].get("accuracy") is None or history[-1].get("train_loss") is None)
+                if history and (len(history) == cfg.epochs or diverged):
+                    # finished before the run was interrupted: nothing left to train
+                    res = TrialResult("diverged" if diverged else "trained",
+                                      f"non-finite loss in epoch {history[-1]['epoch']}" if diverged else "",
+                                      {}, history)
+                    settle(e, s, conf, res, len(history))
+                    continue
+                if executor is None:
+                    executor = _executor(cfg, limits, run_dir, cuda, data, threads)
+                trial = Trial("train", code, conf, cfg.timeout, labels=data["test_y"], resume=state,
+                              history=history, state_dir=str(work))
+                pending[executor.submit(trial, bars.event(f"{e.name} s{s}"))] = (e, s, work, conf, len(history))
             if not pending:
                 break
             done, _ = wait(list(pending), timeout=0.5, return_when=FIRST_COMPLETED)
-            bars.poll({f"{e.name} s{s}": w for e, s, w in pending.values()})
+            bars.poll()
             for fut in done:
-                e, s, work = pending.pop(fut)
+                e, s, work, conf, resumed = pending.pop(fut)
                 bars.finish_trial(f"{e.name} s{s}")
-                reply = fut.result()
-                res = reply["result"] if reply["ok"] else failed_seed(s, classify(reply["error"]), reply["error"])
-                seeds_of[e.name].append(res)
-                if len(seeds_of[e.name]) == cfg.seeds:
-                    seed_results = sorted(seeds_of.pop(e.name), key=lambda r: r["seed"])
-                    _keep_best(cfg, out, e.name, run_dir)
-                    finish(e, codes.pop(e.name), seed_results)
-                    shutil.rmtree(run_dir / e.name, ignore_errors=True)
+                settle(e, s, conf, fut.result(), resumed)
     except BaseException:
-        # interrupted: leave the trials' state for a rerun; local workers stop once they see the driver gone
+        # interrupted: leave the trials' state for a rerun; the jails die with their driver
         bars.close()
         if executor is not None:
             executor.abort()
@@ -290,17 +369,13 @@ def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome) -> None
     bars.close()
     if executor is not None:
         executor.close()
-    try:
-        run_dir.rmdir()
-    except OSError:
-        pass
 
 
 def _keep_best(cfg: SweepConfig, out: Path, name: str, run_dir: Path) -> None:
     if not cfg.save_best:
         return
     for best in (run_dir / name).glob(f"seed*/{BEST}"):
-        dest = out / "ckpt" / f"{name}_{best.parent.name}.pt"
+        dest = out / "ckpt" / f"{name}_{best.parent.name}.safetensors"
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(best, dest)
 

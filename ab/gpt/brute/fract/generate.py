@@ -1,4 +1,4 @@
-"""Generation pipeline: spec -> rendered code -> static checks -> sandboxed validation -> accepted file.
+"""Generation pipeline: spec -> rendered code -> static checks -> jailed validation -> accepted file.
 
 A model file is written to the output folder only after it passed; every proposal, accepted or not,
 gets a manifest record. Reruns skip what the manifest already holds (and whose file is intact), so an
@@ -19,13 +19,13 @@ from typing import Callable, Iterable
 from .atomic import write_text
 from .fractal_template import code_hash, render
 from .manifest import Manifest
-from .sandbox import Limits, Sandbox, SandboxError
 from .space import codecheck
-from .space.generators import CodeProposal
 from .space.catalog import Registry
+from .space.generators import CodeProposal
 from .space.spec import ArchSpec
+from .trial import Trial, TrialLimits
+from .trial.executors import LocalExecutor
 
-VALIDATE = "ab.gpt.brute.fract.validate:check_model_file"
 STAGING = ".staging"
 
 
@@ -93,17 +93,20 @@ def candidate(item: ArchSpec | CodeProposal, registry: Registry) -> Candidate:
 
 def generate(proposals: Iterable[ArchSpec | CodeProposal], registry: Registry, out: Path, *,
              limit: int | None, generator: str, workers: int = 2, mode: str = "meta", timeout: float = 120.0,
-             progress: Callable[[str, str], None] | None = None) -> Outcome:
+             progress: Callable[[str, str], None] | None = None, static_check: bool = True,
+             unsafe_no_jail: bool = False) -> Outcome:
     """Validate proposals and write the distinct valid ones into `out`, until the folder holds `limit`
     valid models from these proposals (earlier runs' count too, so a rerun does nothing new)."""
     out = Path(out).absolute()  # workers run in their own folder
     check_writable(out)
     with exclusive(out):
         return _generate(proposals, registry, out, limit=limit, generator=generator, workers=workers,
-                         mode=mode, timeout=timeout, progress=progress)
+                         mode=mode, timeout=timeout, progress=progress, static_check=static_check,
+                         unsafe_no_jail=unsafe_no_jail)
 
 
-def _generate(proposals, registry, out, *, limit, generator, workers, mode, timeout, progress) -> Outcome:
+def _generate(proposals, registry, out, *, limit, generator, workers, mode, timeout, progress, static_check,
+              unsafe_no_jail) -> Outcome:
     manifest = Manifest.load(out)
     staging = out / STAGING
     shutil.rmtree(staging, ignore_errors=True)  # leftovers of a killed run: we hold the folder, nobody uses them
@@ -122,12 +125,13 @@ def _generate(proposals, registry, out, *, limit, generator, workers, mode, time
 
     def settle(fut: Future) -> None:
         c, path = pending.pop(fut)
-        try:
-            result = fut.result()
-        except SandboxError as e:
+        res = fut.result()
+        if not res.ok:
             path.unlink(missing_ok=True)
-            record(c, "invalid", str(e))
+            prefix = "out of memory: " if res.status == "out-of-memory" else ""
+            record(c, "invalid", prefix + res.message)
             return
+        result = res.value
         sig = result["signature"]
         meta = {"signature": sig, "params": result["params"], "flops": result["flops"]}
         if signatures.get(sig, c.name) != c.name:  # the same name is a regeneration, not a duplicate
@@ -148,7 +152,9 @@ def _generate(proposals, registry, out, *, limit, generator, workers, mode, time
             for f in done:
                 settle(f)
 
-    with Sandbox(workers=workers, limits=Limits(timeout_s=timeout), run_dir=staging) as box:
+    # validation runs forward and backward passes of the model: each in its own jailed process
+    with LocalExecutor(workers, TrialLimits(cpu_s=int(timeout) + 60), unsafe_no_jail=unsafe_no_jail,
+                       warm_space=True) as box:
         items = iter(proposals)
         while True:
             # ask for another proposal only while the pending ones could still leave the limit unmet
@@ -168,13 +174,13 @@ def _generate(proposals, registry, out, *, limit, generator, workers, mode, time
                 note("skipped", old["name"])
                 continue
             c = candidate(item, registry)
-            findings = codecheck.check_model_code(c.code)
+            findings = codecheck.check_model_code(c.code) if static_check else []
             if findings:
                 record(c, "invalid", "static check: " + "; ".join(map(str, findings[:3])))
                 continue
             path = staging / f"{c.name}.py"
             write_text(path, c.code)
-            pending[box.submit(VALIDATE, path=str(path), mode=mode)] = (c, path)
+            pending[box.submit(Trial("validate", c.code, {"mode": mode}, timeout))] = (c, path)
             drain(2 * workers - 1)
         drain(0)
     shutil.rmtree(staging, ignore_errors=True)

@@ -33,7 +33,7 @@ from pathlib import Path
 from .atomic import write_json, write_text
 from .space.spec import result_name
 
-STATUSES = ("trained", "diverged", "out-of-memory", "timed-out", "error")
+STATUSES = ("trained", "diverged", "out-of-memory", "timed-out", "error", "killed")  # killed: retried next run
 TASK, DATASET, METRIC = "img-classification", "cifar-10", "acc"
 EPOCH_KEYS = ("epoch", "accuracy", "train_loss", "val_loss", "train_accuracy", "epoch_time_s", "images_per_s",
               "peak_memory_mb")
@@ -93,7 +93,11 @@ def stat_trials(name: str, config: dict, seeds: list[dict]) -> dict[int, list[di
                 "train_stat": {"train_loss": e["train_loss"], "test_loss": e["val_loss"],
                                "train_accuracy": e["train_accuracy"], "gradient_norm": e.get("gradient_norm"),
                                "samples_per_second": e["images_per_s"], "best_accuracy": best_acc,
-                               "best_epoch": best_epoch, "epoch_max": config["epochs"]},
+                               "best_epoch": best_epoch, "epoch_max": config["epochs"],
+                               # measured by the jailed model process itself, unverified (test figures
+                               # are computed by the driver from the logits)
+                               "self_reported": ["train_loss", "train_accuracy", "gradient_norm",
+                                                 "samples_per_second"]},
                 "peak_memory_mb": e["peak_memory_mb"], "images_per_s": e["images_per_s"],
                 "epoch_time_s": e["epoch_time_s"], "amp": s.get("amp", config["amp"]),
                 "checkpointing": s.get("checkpointing", config["checkpointing"]),

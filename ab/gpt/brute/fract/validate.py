@@ -1,4 +1,4 @@
-"""Validation of one model file, run inside a sandbox worker (never in the main process).
+"""Validation of one model file, run inside a jail (trial/), never in the main process.
 
 `check_model_file` imports the file in isolation, checks the LEMUR contract, instantiates `Net` for
 CIFAR-10 shapes, runs an eval forward (recording the architecture signature and FLOPs) and a training

@@ -1,4 +1,4 @@
-"""Trainability map of a LEMUR model file: the sandbox side (runs in a sandbox worker, never in the driver).
+"""Trainability map of a LEMUR model file: the jailed side (runs in a jail, see trial/, never in the driver).
 
 `train_pixels(path, config)` imports the model file in isolation, builds `Net` once with a fixed seed,
 keeps that initial state, and then trains every pixel of the job from it:
@@ -84,7 +84,7 @@ def train_one(model, init_state: dict, prm: dict, lr_late, train: TensorCifar, s
 
 
 def train_pixels(path: str, config: dict) -> dict:
-    """Sandbox entry point: per-pixel loss trajectories of the model file at `path`."""
+    """Jail entry point: per-pixel loss trajectories of the model file at `path`."""
     from ..validate import import_isolated
 
     torch.set_num_threads(int(config.get("threads") or 1))  # fixed: results do not depend on the host

@@ -1,6 +1,7 @@
 """`cnn` subcommand of the boundary CLI: the trainability map of a LEMUR model file on CIFAR-10."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import click
@@ -43,9 +44,9 @@ from .config import SEED_MAX
 @click.option("--tile", type=click.IntRange(min=1), default=8, show_default=True,
               help="Tile side; finished tiles are kept on disk and reused by a rerun.")
 @click.option("--pixels-per-job", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Pixels one sandbox call trains (0: auto).")
+              help="Pixels one jailed job trains (0: auto).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Local sandbox worker processes.")
+              help="Local jails (one model process at a time each).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--address", default=None, help="Ray cluster address [start a local Ray].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -56,13 +57,14 @@ from .config import SEED_MAX
 @click.option("--out", "out_dir", type=cli_util.Path(file_okay=False), default=None,
               help="Output folder; a rerun resumes [<LEMUR root>/out/boundary-cnn/<model name>].")
 @click.option("--name", type=cli_util.FileStem(), default="map", show_default=True, help="Base name of the written files.")
+@click.option("--unsafe-no-jail", is_flag=True, help="DEBUGGING ONLY, UNSAFE: train without the bubblewrap jail.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def cnn_cmd(model_path, grid, lr_range, momentum_range, lr_late_range, momentum, res, res_x, res_y, out_dir, name,
-            quiet, workers, executor, address, data_dir, timeout, pixels_per_job, **kw):
+            quiet, workers, executor, address, data_dir, timeout, pixels_per_job, unsafe_no_jail, **kw):
     """Map where a LEMUR model file trains on CIFAR-10 over a learning-rate x momentum grid (or the
     learning rates of two block groups). Every pixel trains from the same initial weights on the same
     batches; its score compares each step's loss with the untrained model's on that batch (negative =
-    converged). Pixels run in sandbox workers, locally or as Ray tasks.
+    converged). Pixels run in bubblewrap jails, locally or as Ray tasks.
 
     \b
     Writes <name>.npy, <name>_arrays.npz, <name>.json, <name>.png, <name>_raw.png under --out.
@@ -96,8 +98,12 @@ def cnn_cmd(model_path, grid, lr_range, momentum_range, lr_late_range, momentum,
     cfg.data_id = Path(data["train_x"]).parent.name
     run_dir = out / "work"
 
+    if unsafe_no_jail:
+        click.echo("WARNING: --unsafe-no-jail: model code runs WITHOUT the jail (debugging only)", err=True)
+
     def start():
-        return cnn_map.make_executor(executor, workers, run_dir, cuda=cfg.device == "cuda", address=address)
+        return cnn_map.make_executor(executor, workers, run_dir, data, cuda=cfg.device == "cuda", address=address,
+                                     unsafe_no_jail=unsafe_no_jail)
 
     try:
         result = cnn_map.compute_map(cfg, out, data, lemur_norm(), start, progress=not quiet)
@@ -109,7 +115,7 @@ def cnn_cmd(model_path, grid, lr_range, momentum_range, lr_late_range, momentum,
         raise click.UsageError(str(e))  # --out holds tiles of another map
     finally:
         try:
-            run_dir.rmdir()  # the sandbox's scratch folder, empty once its workers are gone
+            shutil.rmtree(run_dir, ignore_errors=True)  # the jails' scratch folders, emptied by their zygotes
         except OSError:
             pass
     paths = cnn_map.write_outputs(result, out, name)

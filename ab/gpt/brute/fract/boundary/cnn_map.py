@@ -28,12 +28,11 @@ import numpy as np
 
 from ..space import codecheck
 from ..atomic import write_json, write_text
-from ..executors import LocalExecutor, RayExecutor
-from ..sandbox import Limits
+from ..trial import Trial, TrialLimits
+from ..trial.executors import LocalExecutor, RayExecutor
 from . import readout, render, tiles
 from .config import Axis
 
-FUNC = "ab.gpt.brute.fract.boundary.cnn:train_pixels"
 GRIDS = ("lr-momentum", "lr-groups")
 LABELS = {
     "lr-momentum": ("learning rate", "momentum"),
@@ -148,17 +147,19 @@ def stage_model(code: str, out_dir: Path) -> tuple[str, str]:
     return str(path), sha
 
 
-def make_executor(kind: str, workers: int, run_dir: Path, cuda: bool = False, address: str | None = None,
-                  memory_gb: float = 8.0):
-    # long per-call limits: a job's own timeout (per pixel) is what bounds it
-    limits = Limits(timeout_s=24 * 3600, cpu_s=10**7, memory_gb=1e6 if cuda else memory_gb)
-    if kind == "ray":  # NNEval's executors, calling the pixel trainer instead of the epoch runner
-        return RayExecutor(limits, run_dir, address=address, gpus=cuda, func=FUNC)
-    return LocalExecutor(workers, limits, run_dir, func=FUNC)
+def make_executor(kind: str, workers: int, run_dir: Path, data: dict, cuda: bool = False, address: str | None = None,
+                  memory_gb: float = 8.0, unsafe_no_jail: bool = False):
+    """NNEval's executors (jails), running the pixel trainer; the jails see the training split only."""
+    # long CPU limit: a job's own timeout (per pixel) is what bounds it
+    limits = TrialLimits(cpu_s=10**7, memory_gb=None if cuda else memory_gb)
+    jail_data = {k: data[k] for k in ("train_x", "train_y")}
+    if kind == "ray":
+        return RayExecutor(limits, data=jail_data, address=address, gpus=cuda)
+    return LocalExecutor(workers, limits, scratch=run_dir, data=jail_data, cuda=cuda, unsafe_no_jail=unsafe_no_jail)
 
 
 class JobError(RuntimeError):
-    """A job's sandbox call failed (the model crashed, timed out or ran out of memory)."""
+    """A job's jailed run failed (the model crashed, timed out or ran out of memory)."""
 
 
 # --- the map ---------------------------------------------------------------------------------------
@@ -205,18 +206,19 @@ class _Runner:
         if self.executor is None:
             self.executor = self.start_executor()
         futs = {}
+        code = Path(self.cfg.model).read_text()
         for k, ch in enumerate(chunks):
             timeout = 60 + self.cfg.timeout_per_pixel * len(ch)
-            futs[self.executor.submit(self.cfg.model, {**self.base, "pixels": ch}, timeout)] = k
+            futs[self.executor.submit(Trial("pixels", code, {**self.base, "pixels": ch}, timeout))] = k
         out: list = [None] * len(chunks)
         pending = set(futs)
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             for f in done:
-                reply = f.result()
-                if not reply["ok"]:
-                    raise JobError(reply["error"].splitlines()[0][:400])
-                out[futs[f]] = reply["result"]
+                res = f.result()
+                if res.status != "ok":
+                    raise JobError(f"{res.status}: {res.message}".splitlines()[0][:400])
+                out[futs[f]] = res.value
                 self.on_pixels(counted[futs[f]])
         return out
 

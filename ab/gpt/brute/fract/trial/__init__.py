@@ -1,0 +1,14 @@
+"""Hermetic trials: every execution of model code happens here, in a bubblewrap jail.
+
+- jail.py: the bwrap command line and the check that a jail can start;
+- protocol.py: framed, size-limited, strictly checked messages (JSON header + raw payloads);
+- worker.py: the zygote inside the jail, one fresh fork per model;
+- runner.py: the training loop inside the jail (test images only; logits and state out);
+- session.py: the driver's side of one jail: runs a trial, scores its logits, keeps its state;
+- executors.py: N local jails, or one Ray task per trial.
+
+The interface is independent of where the process runs: a `Trial` (task, code text, config, data
+handle, optional resume state) goes in; progress / epoch / final events and a `TrialResult` come out.
+"""
+from .jail import JailConfig, JailError  # noqa: F401
+from .session import Trial, TrialLimits, TrialResult  # noqa: F401

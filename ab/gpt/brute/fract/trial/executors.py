@@ -1,0 +1,165 @@
+"""Where trials run: N local jails, or one Ray task per trial (jailed on its node).
+
+`submit(trial, on_event)` returns a concurrent Future of a `TrialResult`; `on_event(kind, data)` sees a
+train trial's progress and epochs as they arrive (called from a worker thread). The local executor never
+holds more trials than it has jails: each slot takes the next trial only when it is free, and `free()`
+tells a caller whether a submission would start at once (the sweep submits only then, so no trial
+waits in a queue).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import threading
+from concurrent.futures import Future
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from .jail import JailConfig, JailError, model_uid, require_bwrap
+from .session import Jail, Trial, TrialLimits, TrialResult
+
+
+class LocalExecutor:
+    def __init__(self, workers: int, limits: TrialLimits, scratch: Path | None = None,
+                 data: dict[str, str] | None = None, threads: int = 1, cuda: bool = False,
+                 unsafe_no_jail: bool = False, warm_space: bool = False) -> None:
+        if not unsafe_no_jail:
+            require_bwrap()  # one clear line now, before anything runs
+        self.workers, self.limits = max(1, workers), limits
+        self._tmp = tempfile.TemporaryDirectory(prefix="fractal-jails-") if scratch is None else None
+        root = Path(self._tmp.name if self._tmp else scratch).absolute()
+        self.configs = [JailConfig(scratch=root / f"jail{k}", data=dict(data or {}), threads=threads,
+                                   uid=model_uid(k), cuda=cuda, unsafe_no_jail=unsafe_no_jail, warm_space=warm_space)
+                        for k in range(self.workers)]
+        self._queue: queue.Queue = queue.Queue()
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._jails: list[Jail | None] = [None] * self.workers
+        self._threads = [threading.Thread(target=self._serve, args=(k,), daemon=True) for k in range(self.workers)]
+        for t in self._threads:
+            t.start()
+
+    def free(self) -> int:
+        with self._lock:
+            return self.workers - self._busy
+
+    def submit(self, trial: Trial, on_event: Callable | None = None) -> Future:
+        fut: Future = Future()
+        with self._lock:
+            self._busy += 1
+        self._queue.put((fut, trial, on_event))
+        return fut
+
+    def _serve(self, slot: int) -> None:
+        # the jail is started from this long-lived thread: bwrap's --die-with-parent follows the thread
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            fut, trial, on_event = item
+            try:
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                try:
+                    jail = self._jails[slot]
+                    if jail is None or not jail.alive():
+                        jail = self._jails[slot] = Jail(self.configs[slot])
+                    fut.set_result(jail.run(trial, self.limits, on_event))
+                except JailError as e:
+                    fut.set_result(TrialResult("error", str(e)))
+                except Exception as e:  # noqa: BLE001 - the driver's own failure, reported per trial
+                    fut.set_result(TrialResult("error", f"{type(e).__name__}: {e}"))
+            finally:
+                with self._lock:
+                    self._busy -= 1
+        jail = self._jails[slot]
+        if jail is not None:
+            jail.close()
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(timeout=60)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def abort(self) -> None:
+        """Interrupted: kill the jails now (what runs in them is lost; saved epochs are kept)."""
+        for jail in self._jails:
+            if jail is not None:
+                jail.kill()
+        self.close()
+
+    def __enter__(self) -> "LocalExecutor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def ray_job(trial: Trial, limits: TrialLimits, data: dict, threads: int, cuda: bool) -> TrialResult:
+    """Body of one Ray task: a one-jail executor on the task's node runs the trial."""
+    with LocalExecutor(1, limits, data=data, threads=threads, cuda=cuda) as ex:
+        return ex.submit(trial).result()
+
+
+class RayExecutor:
+    """One Ray task per trial (num_gpus=1 when the driver sees CUDA, else num_cpus=1); each task jails its
+    trial on its node. Connects to `address` or starts a local Ray. Paths (data, labels, state folder) are
+    the driver's: the nodes need the same files, as before (#11 moves them through Ray itself)."""
+
+    def __init__(self, limits: TrialLimits, data: dict[str, str] | None = None, address: str | None = None,
+                 gpus: bool = False, num_cpus: int | None = None, threads: int = 1) -> None:
+        import ray
+
+        from .jail import source_roots
+
+        require_bwrap()
+        self.ray, self.limits, self.data, self.threads, self.cuda = ray, limits, dict(data or {}), threads, gpus
+        self.started_here = not ray.is_initialized()
+        if self.started_here:
+            env = {"env_vars": {"PYTHONPATH": os.pathsep.join(source_roots())}}
+            if address:
+                ray.init(address=address, runtime_env=env, log_to_driver=False)
+            else:
+                ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=env,
+                         object_store_memory=100 * 2**20, log_to_driver=False)
+        resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
+        self.task = ray.remote(**resources, max_retries=0)(ray_job)
+        self.workers = int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1))
+        self._running = 0
+        self._lock = threading.Lock()
+
+    def free(self) -> int:
+        with self._lock:
+            return self.workers - self._running
+
+    def submit(self, trial: Trial, on_event: Callable | None = None) -> Future:
+        with self._lock:
+            self._running += 1
+        ref = self.task.remote(replace(trial), self.limits, self.data, self.threads, self.cuda)
+        out: Future = Future()
+
+        def done(f) -> None:
+            with self._lock:
+                self._running -= 1
+            try:
+                res = f.result()
+            except Exception as e:  # noqa: BLE001 - a lost task or node is an error result
+                res = TrialResult("error", f"ray: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            if on_event is not None:
+                for rec in res.epochs[len(trial.history):]:
+                    on_event("epoch", rec)
+            out.set_result(res)
+
+        ref.future().add_done_callback(done)
+        return out
+
+    def close(self) -> None:
+        if self.started_here:
+            self.ray.shutdown()
+
+    abort = close

@@ -1,0 +1,173 @@
+"""The bubblewrap command for one jail, and a check that such a jail can start on this machine.
+
+A jail is a bwrap process with its own mount, PID, network, IPC, UTS (and cgroup) namespaces, no
+capabilities but those its trusted zygote needs to hand each model to an unprivileged uid and clean up
+after it (ZYGOTE_CAPS; the model process has none), a cleared environment, and a filesystem
+made of: the system dirs and the Python prefix read-only, the virtualenv read-only, the package source
+folders (each `ab/` root, never the repo root around it) read-only, the data files the trial reads
+read-only at /data, one private writable scratch at /scratch and a tmpfs /tmp. Nothing else of the
+host exists inside: no new_lemur/, db/, out/, other trials, home folders or network.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCRATCH = "/scratch"
+DATA = "/data"
+# the zygote's: hand a model its own uid and folder, kill what it leaves, remove its files; the model
+# process has none of them (a uid change from 0 clears every capability)
+ZYGOTE_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER")
+SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin")
+SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime", "/etc/nsswitch.conf")
+UID_BASE = 40000  # model processes run as UID_BASE + k: never root, never a real user
+
+
+class JailError(OSError):
+    """No jail can be started here, so no model code may run."""
+
+
+@dataclass(frozen=True)
+class JailConfig:
+    scratch: Path  # host folder bound writable at /scratch (emptied between models by the zygote)
+    data: dict[str, str] = field(default_factory=dict)  # name -> host file, bound read-only at /data/<name>
+    threads: int = 1
+    uid: int = UID_BASE
+    cuda: bool = False
+    unsafe_no_jail: bool = False  # debugging only: run the worker as a plain subprocess
+    warm_space: bool = False  # generation: the zygote pre-validates trusted renders (worker._warm_space)
+
+    def data_paths(self) -> dict[str, str]:
+        """What the trial sees: the jail's paths of the data files (the host paths without a jail)."""
+        if self.unsafe_no_jail:
+            return dict(self.data)
+        return {k: f"{DATA}/{Path(v).name}" for k, v in self.data.items()}
+
+
+def source_roots() -> list[str]:
+    """Folders holding the `ab` package trees (PYTHONPATH entries), outside the virtualenv."""
+    import ab
+
+    venv = Path(sys.prefix).resolve()
+    roots = []
+    for p in ab.__path__:
+        p = Path(p).resolve()
+        if venv not in p.parents and str(p.parent) not in roots:
+            roots.append(str(p.parent))
+    return roots
+
+
+def _ab_dirs() -> list[str]:
+    import ab
+
+    venv = Path(sys.prefix).resolve()
+    return [str(Path(p).resolve()) for p in ab.__path__ if venv not in Path(p).resolve().parents]
+
+
+def environment(cfg: JailConfig) -> dict[str, str]:
+    """The whole environment of the jailed worker (bwrap --clearenv; nothing of the driver's)."""
+    threads = str(max(1, cfg.threads))
+    scratch = str(cfg.scratch) if cfg.unsafe_no_jail else SCRATCH
+    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(source_roots()), "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONNOUSERSITE": "1", "HOME": scratch, "TMPDIR": scratch, "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads, "LANG": "C.UTF-8"}
+
+
+def worker_argv(cfg: JailConfig, control_fd: int = 3) -> list[str]:
+    scratch = str(cfg.scratch) if cfg.unsafe_no_jail else SCRATCH
+    return [sys.executable, "-m", "ab.gpt.brute.fract.trial.worker", "--scratch", scratch, "--uid", str(cfg.uid),
+            "--control-fd", str(control_fd)] + (["--no-jail"] if cfg.unsafe_no_jail else []) + \
+        (["--warm-space"] if cfg.warm_space else [])
+
+
+def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3) -> list[str]:
+    """The full command line: bwrap with its options, then the worker."""
+    cmd = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+           "--die-with-parent", "--new-session", "--hostname", "jail", "--cap-drop", "ALL"]
+    for cap in ZYGOTE_CAPS:
+        cmd += ["--cap-add", cap]
+    cmd += ["--clearenv"]
+    for k, v in environment(cfg).items():
+        cmd += ["--setenv", k, v]
+    for d in SYSTEM_DIRS:
+        if os.path.islink(d):
+            cmd += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            cmd += ["--ro-bind", d, d]
+    for f in SYSTEM_FILES:
+        if os.path.exists(f):
+            cmd += ["--ro-bind", f, f]
+    made: set[str] = set()
+
+    def bind(kind: str, src: str, dest: str) -> None:
+        # bwrap would create missing parents as 0700, closed to the model uid: make them 0755 first
+        for parent in reversed(Path(dest).parents):
+            p = str(parent)
+            if p != "/" and p not in made and not any(p == d or p.startswith(d + "/") for d in SYSTEM_DIRS):
+                made.add(p)
+                cmd.extend(["--perms", "0755", "--dir", p])
+        cmd.extend([kind, src, dest])
+
+    prefixes = {Path(sys.base_prefix).resolve(), Path(sys.prefix).absolute(), Path(sys.prefix).resolve()}
+    prefixes.add(Path(os.path.realpath(sys.executable)).parent.parent)
+    for p in sorted(prefixes):
+        bind("--ro-bind", str(p), str(p))
+    for d in _ab_dirs():
+        bind("--ro-bind", d, d)
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", str(cfg.scratch), SCRATCH]
+    if cfg.cuda:
+        for dev in sorted(Path("/dev").glob("nvidia*")):
+            cmd += ["--dev-bind", str(dev), str(dev)]
+    for name, host in cfg.data.items():
+        bind("--ro-bind", str(Path(host).resolve()), f"{DATA}/{Path(host).name}")
+    cmd += ["--chdir", SCRATCH, "--"]
+    return cmd + worker_argv(cfg, control_fd)
+
+
+def command(cfg: JailConfig, control_fd: int) -> list[str]:
+    if cfg.unsafe_no_jail:
+        return worker_argv(cfg, control_fd)
+    return bwrap_command(cfg, require_bwrap(), control_fd)
+
+
+def require_bwrap() -> str:
+    path = shutil.which("bwrap")
+    if path is None:
+        raise JailError("bubblewrap (bwrap) is not installed, so model code cannot be jailed: install it "
+                        "(apt-get install bubblewrap, or make system-deps); refusing to run model code")
+    _probe(path)
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(bwrap: str) -> None:
+    """Start one empty jail (same namespaces and capabilities); raise JailError with bwrap's reason."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="jail-probe-") as tmp:
+        cmd = bwrap_command(JailConfig(scratch=Path(tmp)), bwrap)
+        cmd = cmd[:cmd.index("--") + 1] + ["/usr/bin/true"]
+        _run_probe(cmd)
+
+
+def _run_probe(cmd: list[str]) -> None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise JailError(f"bubblewrap cannot start a jail ({e}); refusing to run model code "
+                        f"(--unsafe-no-jail exists for debugging only)") from None
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1]
+        raise JailError(f"bubblewrap cannot start a jail ({why}); refusing to run model code "
+                        f"(--unsafe-no-jail exists for debugging only)")
+
+
+def model_uid(slot: int) -> int:
+    """A uid for the models of one jail: distinct per driver process and slot, so one jail's process-count
+    limit and clean-up never touch another's."""
+    return UID_BASE + (os.getpid() % 1500) * 16 + slot % 16

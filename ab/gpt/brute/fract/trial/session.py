@@ -1,0 +1,305 @@
+"""The driver's side of one jail: start it, run trials on it one at a time, judge what comes back.
+
+A `Jail` is one bwrap process whose zygote (worker.py) serves trials. `Jail.run(trial)` hands it the
+trial (code text + config + optional resume state in) on a fresh per-trial channel and turns the stream
+of events (progress / info / epoch(logits, self-reported figures, state) / result or error) into a
+`TrialResult`. Test accuracy and loss are computed here, from the logits and the labels only this
+side holds. Anything malformed fails the trial as a protocol error and kills the jail (the next trial
+gets a fresh one); so do a timeout and a jail that stops answering. The driver keeps only a bounded tail
+of the jail's stderr.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import protocol
+from .jail import JailConfig, JailError, command
+from .protocol import FrameReader, ProtocolError, write_frame
+
+STATE, HISTORY, BEST = "state.safetensors", "history.json", "best.safetensors"
+STDERR_TAIL = 8192
+SELF_REPORTED = ["train_loss", "train_accuracy", "gradient_norm", "images_per_s", "epoch_time_s",
+                 "train_time_s", "peak_memory_mb"]
+
+
+@dataclass(frozen=True)
+class TrialLimits:
+    cpu_s: int = 3600  # CPU seconds of the model process
+    memory_gb: float | None = 8.0  # address space beyond the zygote's (None: no limit, e.g. CUDA)
+    file_mb: int = 1024
+    nproc: int = 256  # processes and threads of the model uid
+    max_state: int = 1 << 30
+
+
+@dataclass
+class Trial:
+    """One unit of work: `task` is train, validate or pixels. Train trials also carry the host path of
+    the test labels (never sent into the jail) and may carry a resume state and earlier epochs."""
+
+    task: str
+    code: str
+    config: dict
+    timeout: float
+    labels: str | None = None
+    resume: bytes | None = None
+    history: list[dict] = field(default_factory=list)
+    state_dir: str | None = None  # where this side keeps state/history after each epoch
+
+
+@dataclass
+class TrialResult:
+    status: str  # ok (validate/pixels), trained, diverged, error, out-of-memory, timed-out, killed
+    message: str = ""
+    value: dict = field(default_factory=dict)  # the result of validate/pixels; info of a training
+    epochs: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "trained")
+
+
+class _Tail:
+    """Reads a stream to its end, keeping only the last `limit` bytes."""
+
+    def __init__(self, fd, limit: int = STDERR_TAIL) -> None:
+        self.buf: collections.deque = collections.deque()
+        self.size, self.limit = 0, limit
+        self.thread = threading.Thread(target=self._pump, args=(fd,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, f) -> None:
+        for chunk in iter(lambda: f.read1(4096), b""):
+            self.buf.append(chunk)
+            self.size += len(chunk)
+            while self.size - len(self.buf[0]) >= self.limit:
+                self.size -= len(self.buf.popleft())
+
+    def text(self) -> str:
+        return b"".join(self.buf)[-self.limit:].decode(errors="replace")
+
+    def last_line(self) -> str:
+        lines = [ln for ln in self.text().strip().splitlines() if ln.strip()]
+        return lines[-1][:300] if lines else ""
+
+
+def save_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class Jail:
+    def __init__(self, cfg: JailConfig, startup_timeout: float = 300.0) -> None:
+        self.cfg = cfg
+        shutil.rmtree(cfg.scratch, ignore_errors=True)  # what a killed predecessor left
+        cfg.scratch.mkdir(parents=True)
+        os.chmod(cfg.scratch, 0o711)  # the model uid may pass through to its own folder, not list it
+        for f in cfg.data.values():  # decoded-data cache files: the model uid reads them (read-only bind)
+            mode = os.stat(f).st_mode
+            if mode & 0o444 != 0o444:
+                os.chmod(f, mode | 0o444)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = ours
+        try:
+            self.proc = subprocess.Popen(command(cfg, theirs.fileno()), pass_fds=[theirs.fileno()],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, env=_host_env(cfg), start_new_session=True)
+        finally:
+            theirs.close()
+        self.tail = _Tail(self.proc.stderr)
+        self.reader = FrameReader(self.sock.fileno(), 1 << 16)
+        try:
+            frame = self.reader.read(time.monotonic() + startup_timeout)
+        except (ProtocolError, TimeoutError, OSError) as e:
+            frame = None
+            why = str(e)
+        else:
+            why = "it exited"
+        if frame is None or frame[0].get("type") != "ready":
+            self.kill()
+            self.tail.thread.join(timeout=5)
+            raise JailError(f"the jail did not start ({why}): {self.tail.last_line() or 'no output'}")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, 9)  # bwrap; its PID namespace dies with it
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+        self.sock.close()
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+    def run(self, trial: Trial, limits: TrialLimits, on_event: Callable[[str, dict], None] | None = None) -> TrialResult:
+        deadline = time.monotonic() + trial.timeout
+        judge = _Judge(trial, limits, on_event)
+        r, w = os.pipe()
+        try:
+            config = dict(trial.config)
+            if trial.task in ("train", "pixels"):
+                config["data"] = self.cfg.data_paths()
+            if trial.task == "train":
+                config["start_epoch"] = len(trial.history)
+            try:
+                socket.send_fds(self.sock, [b"R"], [w])
+                write_frame(self.sock.fileno(), {"type": "run", "task": trial.task, "config": config,
+                                                 "limits": limits.__dict__},
+                            [trial.code.encode(), trial.resume or b""])
+            except OSError as e:
+                self.kill()
+                return TrialResult("error", f"jail gone before the trial started ({e}): {self.tail.last_line()}")
+            finally:
+                os.close(w)
+            reader = FrameReader(r, limits.max_state + (64 << 20))
+            failure: TrialResult | None = None
+            try:
+                while (frame := reader.read(deadline)) is not None:
+                    judge.take(*frame)
+            except TimeoutError:
+                failure = TrialResult("timed-out", f"timed out after {trial.timeout:g} s")
+            except ProtocolError as e:
+                failure = TrialResult("error", f"protocol error: {e}")
+            if failure is not None:
+                self.kill()
+                failure.epochs = judge.epochs
+                return failure
+            try:
+                exit_frame = self.reader.read(deadline + 60)
+            except (TimeoutError, ProtocolError, OSError):
+                exit_frame = None
+            if exit_frame is None or exit_frame[0].get("type") != "exit":
+                self.kill()
+                self.tail.thread.join(timeout=2)
+                return judge.finish(None, f"the jail exited: {self.tail.last_line() or 'no output'}")
+            return judge.finish(exit_frame[0], self.tail.last_line())
+        finally:
+            os.close(r)
+
+
+def _host_env(cfg: JailConfig) -> dict[str, str]:
+    """bwrap itself gets no driver variables either (its /proc/1/environ would show them)."""
+    from .jail import environment
+
+    return environment(cfg)
+
+
+class _Judge:
+    """Checks the event stream of one trial and builds its result (trusted side)."""
+
+    def __init__(self, trial: Trial, limits: TrialLimits, on_event) -> None:
+        self.trial, self.limits, self.on_event = trial, limits, on_event or (lambda kind, data: None)
+        self.epochs: list[dict] = list(trial.history)
+        self.info: dict = {}
+        self.final: dict | None = None
+        self.diverged = ""
+        self.frames = 0
+        self.labels = np.load(trial.labels, allow_pickle=False) if trial.task == "train" else None
+        if self.labels is not None and trial.config.get("test_limit"):
+            self.labels = self.labels[:int(trial.config["test_limit"])]
+        self.best = max([e["accuracy"] for e in self.epochs if e.get("accuracy") is not None], default=-1.0)
+
+    def take(self, header: dict, payloads: list[bytes]) -> None:
+        self.frames += 1
+        if self.frames > protocol.Limits().max_frames:
+            raise ProtocolError("too many messages")
+        header = protocol.check(header, payloads)
+        kind = header["type"]
+        if self.final is not None:
+            raise ProtocolError(f"a {kind} message after the final one")
+        if self.trial.task != "train" and kind not in ("result", "error"):
+            raise ProtocolError(f"a {kind} message in a {self.trial.task} trial")
+        if kind == "progress":
+            self.on_event("progress", header)
+        elif kind == "info":
+            self.info = {k: header[k] for k in protocol.SCHEMA["info"]}
+        elif kind == "epoch":
+            self._epoch(header, payloads)
+        else:
+            self.final = header
+
+    def _epoch(self, h: dict, payloads: list[bytes]) -> None:
+        want = len(self.epochs) + 1
+        if h["epoch"] != want or want > int(self.trial.config.get("epochs", 0)):
+            raise ProtocolError(f"epoch {h['epoch']} where epoch {want} of {self.trial.config.get('epochs')} was due")
+        logits, state = payloads
+        if self.diverged:  # the driver already stopped believing in this trial; later epochs are ignored
+            return
+        acc = val_loss = None
+        if not h["diverged"]:
+            acc, val_loss = protocol.score(logits, self.labels)
+            protocol.check_safetensors(state, self.limits.max_state)
+        elif logits or state:
+            raise ProtocolError("a diverged epoch carries logits or state")
+        prev = self.epochs[-1]["duration_ns"] if self.epochs else 0
+        rec = {"epoch": h["epoch"], "accuracy": acc, "train_loss": h["train_loss"], "val_loss": val_loss,
+               "train_accuracy": h["train_accuracy"], "epoch_time_s": h["epoch_time_s"],
+               "images_per_s": round(h["images"] / max(h["train_time_s"], 1e-9), 1),
+               "peak_memory_mb": h["peak_memory_mb"], "train_time_s": h["train_time_s"],
+               "gradient_norm": h["gradient_norm"], "duration_ns": prev + int(h["epoch_time_s"] * 1e9),
+               "self_reported": SELF_REPORTED}
+        self.epochs.append(rec)
+        if h["train_loss"] is None or val_loss is None:
+            which = "training" if h["train_loss"] is None else "validation"
+            self.diverged = f"non-finite {which} loss in epoch {h['epoch']}"
+        self._store(state, acc)
+        self.on_event("epoch", rec)
+
+    def _store(self, state: bytes, acc: float | None) -> None:
+        if self.trial.state_dir is None:
+            return
+        d = Path(self.trial.state_dir)
+        if state:
+            save_atomic(d / STATE, state)
+            if self.trial.config.get("save_best") and acc is not None and acc > self.best:
+                save_atomic(d / BEST, state)
+        if acc is not None:
+            self.best = max(self.best, acc)
+        save_atomic(d / HISTORY, json.dumps({"config_hash": self.trial.config.get("config_hash"),
+                                             "history": self.epochs}).encode())
+
+    def finish(self, exit_info: dict | None, tail: str) -> TrialResult:
+        final = self.final
+        if final is not None and final["type"] == "error":
+            status = "out-of-memory" if final["oom"] else "error"
+            return TrialResult(status, final["message"], self.info, self.epochs)
+        if final is not None:
+            if self.diverged:
+                return TrialResult("diverged", self.diverged, self.info, self.epochs)
+            if self.trial.task == "train":
+                done = len(self.epochs) == int(self.trial.config.get("epochs", 0))
+                if not done:
+                    return TrialResult("error", f"protocol error: the trial ended after {len(self.epochs)} epochs",
+                                       self.info, self.epochs)
+                return TrialResult("trained", "", self.info, self.epochs)
+            return TrialResult("ok", "", final["value"], self.epochs)
+        if exit_info is None:
+            return TrialResult("error", tail, self.info, self.epochs)
+        sig = exit_info.get("signal")
+        if sig == "SIGXCPU":
+            return TrialResult("error", "CPU time limit (SIGXCPU)", self.info, self.epochs)
+        if sig:
+            return TrialResult("killed", f"killed by {sig}", self.info, self.epochs)
+        return TrialResult("error", f"exited with code {exit_info.get('code')} without a result"
+                           + (f": {tail}" if tail else ""), self.info, self.epochs)

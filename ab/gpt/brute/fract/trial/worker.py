@@ -1,0 +1,266 @@
+"""The process inside a jail: a zygote that imports torch once, then runs each model in a fresh fork.
+
+Started by the driver as `python -m ab.gpt.brute.fract.trial.worker` (inside bwrap, see jail.py) with a
+control socket on fd 3. It makes itself non-dumpable (no ptrace, no /proc/<zygote>/fd for anyone
+without privileges), imports torch and the trial code, says "ready", then serves one request at a time:
+the driver sends the write end of a fresh pipe (the trial's own channel) and a "run" frame (task, config,
+limits; payloads: the model code and an optional resume state). For each request the zygote:
+
+1. creates /scratch/t<k> owned by the model uid, and forks;
+2. the child closes every descriptor but stdio and its channel, sets its rlimits (CPU, address space,
+   file size, process count, no core), drops to the model uid (losing every capability), writes the code
+   to its folder and runs the task, sending its events on the channel (protocol.py);
+3. when the child has exited, the zygote kills every other process of the jail's PID namespace (detached
+   grandchildren included; kill(-1) reaches all but bwrap's init and itself) and removes the folder;
+4. the zygote reports the child's exit (code or signal) on the control socket.
+
+With `--no-jail` (the driver's --unsafe-no-jail, debugging only) there is no uid switch: the child leads
+a process group, which the clean-up kills.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import os
+import resource
+import shutil
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .protocol import FrameReader, write_frame
+
+PR_SET_DUMPABLE = 4
+MAX_REQUEST = 2 << 30
+_WARM_MODEL = '''
+import torch, torch.nn as nn
+def supported_hyperparameters():
+    return {"lr", "momentum", "dropout"}
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.f = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.1),
+                               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, out_shape[0]))
+        self.to(device)
+    def forward(self, x):
+        return self.f(x)
+    def train_setup(self, prm):
+        self.criteria = (nn.CrossEntropyLoss(),)
+        self.optimizer = torch.optim.SGD(self.parameters(), lr=prm["lr"], momentum=prm["momentum"])
+    def learn(self, data):
+        return 0.0, 0.0
+'''
+
+
+def _nondumpable() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+
+
+def _warm_up(scratch: Path) -> None:
+    """Import what every task needs, and validate one tiny model on the meta device (no compute threads
+    start, so forking afterwards is safe)."""
+    import numpy  # noqa: F401
+    import safetensors.torch  # noqa: F401
+    import torch  # noqa: F401
+
+    from ..boundary import cnn  # noqa: F401
+    from . import runner  # noqa: F401
+    from ..validate import check_model_file
+
+    path = scratch / ".warm_up.py"
+    path.write_text(_WARM_MODEL)
+    try:
+        check_model_file(str(path), mode="meta")
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _warm_space(scratch: Path) -> None:
+    """Validate, in the zygote, trusted renders of our own template that cover every layer combination
+    and block shape of the default space (depth 4, two columns), so each forked child finds the meta
+    kernels it needs already cached (generation only; about 2-3 s per jail)."""
+    from ..fractal_template import render
+    from ..space.registry import build_registry
+    from ..space.space import Space
+    from ..validate import check_model_file
+
+    reg = build_registry(third_party=False)
+    path = scratch / ".warm_space.py"
+    try:
+        for spec in Space.default(reg):
+            if spec.depth == 4 and spec.columns == 2 and spec.dropout > 0:
+                path.write_text(render(spec, reg))
+                check_model_file(str(path), mode="meta")
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _set_limits(lim: dict, jail: bool) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    fsize = int(lim.get("file_mb", 1024)) << 20
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    cpu = int(lim.get("cpu_s", 3600))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+    if lim.get("memory_gb") is not None:
+        limit = _vm_size() + int(float(lim["memory_gb"]) * (1 << 30))
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if jail:  # counted per uid: only this jail's model processes have it
+        n = int(lim.get("nproc", 256))
+        resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
+
+
+def _close_fds(keep: set[int]) -> None:
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _child(channel: int, header: dict, payloads: list[bytes], rundir: Path, uid: int, jail: bool) -> int:
+    _close_fds({0, 1, 2, channel})
+    devnull = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    if not jail:
+        os.setpgid(0, 0)
+    _set_limits(header.get("limits", {}), jail)
+    if jail:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)  # from here on: no capabilities, the model uid's own files only
+    os.chdir(rundir)
+    os.environ["HOME"] = os.environ["TMPDIR"] = str(rundir)
+    import tempfile
+
+    tempfile.tempdir = str(rundir)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write fails with EFBIG instead
+    code, resume = payloads[0], payloads[1]
+    path = rundir / "model.py"
+    path.write_bytes(code)
+    task, config = header["task"], header["config"]
+    try:
+        if task == "train":
+            from .runner import train
+
+            train(str(path), config, resume or None, channel)
+        else:
+            if task == "validate":
+                from ..validate import check_model_file as fn
+            elif task == "pixels":
+                from ..boundary.cnn import train_pixels as fn
+            else:
+                raise ValueError(f"unknown task {task!r}")
+            value = fn(str(path), **config) if task == "validate" else fn(str(path), config)
+            write_frame(channel, {"type": "result", "value": value})
+    except BaseException as e:  # noqa: BLE001 - every failure is a message
+        msg = (f"{type(e).__name__}: {e}".splitlines() or [type(e).__name__])[0][:500]
+        oom = isinstance(e, MemoryError) or any(s in msg.lower() for s in (
+            "out of memory", "can't allocate memory", "cannot allocate memory"))
+        traceback.print_exc(limit=-3)
+        try:
+            write_frame(channel, {"type": "error", "message": msg, "oom": oom})
+        except OSError:
+            pass
+        return 1
+    return 0
+
+
+def _clean_up(rundir: Path, jail: bool, child: int) -> None:
+    """Kill whatever the model left running (detached grandchildren included) and remove its folder."""
+    if not jail:
+        try:
+            os.killpg(child, signal.SIGKILL)
+        except OSError:
+            pass
+        shutil.rmtree(rundir, ignore_errors=True)
+        return
+    # in the jail's PID namespace every process but bwrap's init and this zygote is the model's:
+    # kill(-1) reaches exactly those (CAP_KILL), until none is left (ESRCH)
+    for _ in range(5000):
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            break
+        time.sleep(0.001)  # killed ones are zombies until bwrap's init reaps them
+    for root, dirs, _files in os.walk(rundir):  # a model may have made its folders unreadable
+        for d in dirs:
+            try:
+                os.chmod(os.path.join(root, d), 0o700, follow_symlinks=False)
+            except OSError:
+                pass
+    shutil.rmtree(rundir, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scratch", required=True)
+    ap.add_argument("--uid", type=int, required=True)
+    ap.add_argument("--control-fd", type=int, default=3)
+    ap.add_argument("--no-jail", action="store_true")
+    ap.add_argument("--warm-space", action="store_true")
+    args = ap.parse_args()
+    jail = not args.no_jail
+    _nondumpable()
+    ctl = socket.socket(fileno=args.control_fd)
+    os.dup2(2, 1)  # prints go to stderr; the protocol has its own descriptors
+    sys.stdout = sys.stderr
+    sys.dont_write_bytecode = True
+    scratch = Path(args.scratch)
+    _warm_up(scratch)
+    if args.warm_space:
+        _warm_space(scratch)
+    reader = FrameReader(ctl.fileno(), MAX_REQUEST)
+    gc.collect()
+    gc.freeze()  # forked children do not touch (and copy) the zygote's objects when they collect
+    write_frame(ctl.fileno(), {"type": "ready"})
+    for k in range(1, 1 << 62):
+        msg, fds, _flags, _addr = socket.recv_fds(ctl, 1, 1)
+        if not msg or not fds:
+            break
+        channel = fds[0]
+        frame = reader.read()
+        if frame is None:
+            break
+        header, payloads = frame
+        rundir = scratch / f"t{k}"
+        shutil.rmtree(rundir, ignore_errors=True)
+        os.mkdir(rundir, 0o700)
+        if jail:
+            os.chown(rundir, args.uid, args.uid)
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            rc = 1
+            try:
+                ctl.close()
+                rc = _child(channel, header, payloads, rundir, args.uid, jail)
+            finally:
+                sys.stderr.flush()
+                os._exit(rc)
+        os.close(channel)
+        _, status = os.waitpid(pid, 0)
+        _clean_up(rundir, jail, pid)
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        write_frame(ctl.fileno(), {"type": "exit", "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                                   "signal": signal.Signals(sig).name if sig else None})
+
+
+if __name__ == "__main__":
+    main()
