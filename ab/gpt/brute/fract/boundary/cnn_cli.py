@@ -10,7 +10,7 @@ import click
 @click.command("cnn")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False), required=True,
               help="LEMUR model file (e.g. one written by AlterNNFN); statically checked, then trained only "
-                   "inside sandbox workers.")
+                   "inside bubblewrap jails.")
 @click.option("--grid", type=click.Choice(["lr-momentum", "lr-groups"]), default="lr-momentum", show_default=True,
               help="lr-momentum: x = learning rate (log), y = momentum (linear). lr-groups: x = lr of the first "
                    "half of the blocks, y = lr of the later blocks and head (both log), momentum fixed.")
