@@ -7,11 +7,15 @@ SRC := $(shell find ab plugins -name '*.py' -o -name '*.j2' -o -name 'pyproject.
 
 .PHONY: setup system-deps demo test bench clean-venv
 
-# Headless Chromium for the report's browser test (Debian package); needs root or sudo.
+# Headless Chromium for the report's browser test, and bubblewrap, the jail every model runs in
+# (Debian packages); needs root or sudo.
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +31,7 @@ $(VENV)/.pkg: $(STAMP) $(SRC)
 
 setup: $(VENV)/.pkg
 
-demo: setup
+demo: setup system-deps
 	$(PY) -m ab.gpt.brute.fract.demo
 
 test: setup system-deps

@@ -3,7 +3,7 @@
     python bench/bench_generate.py [--workers 2] [--mode meta]
 
 Goal: the full default space (>= 1,200 distinct architectures) in under 60 s on a 2-core machine.
-Runs the real CLI path (render, static checks, sandboxed validation, manifest) into a fresh folder.
+Runs the real CLI path (render, static checks, jailed validation, manifest) into a fresh folder.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def main() -> None:
     print(f"space: {space.raw_size} raw points, {status.total()} canonical specs")
     print(f"valid: {status['valid']}  duplicates: {status['duplicate']}  invalid: {status['invalid']}  "
           f"files written: {n_files}  distinct signatures: {distinct}")
-    print(f"time: {elapsed:.1f} s with {args.workers} workers ({args.mode} validation, sandbox start included)")
+    print(f"time: {elapsed:.1f} s with {args.workers} workers ({args.mode} validation, jail start included)")
     print(f"rate: {status.total() / elapsed:.1f} architectures/s generated and validated")
     print(f"goal (>= 1200 distinct in < 60 s): {'met' if distinct >= 1200 and elapsed < 60 else 'NOT met'}")
 

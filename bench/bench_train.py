@@ -7,7 +7,7 @@ A. Throughput, same model file, batch 16, same images (the first --images of the
        `train_loader_f` DataLoader (shuffle, its default 2 loader workers), the model's own `learn()`, fp32
        and no checkpointing (nn-dataset's `Train` cannot be built here: the wheel ships no `acc` metric);
        timed from the first batch to the end of `learn()` (loader start-up excluded: favours (a)).
-   (b) our runner with its defaults (`NNAlterFractalNet.train_model_file` in a sandbox worker: uint8
+   (b) our runner with its defaults (`trial/runner.py` in a bubblewrap jail, as NNEval runs it: uint8
        tensors, flip + normalisation per batch as tensor ops, bf16 autocast, gradient checkpointing);
        its images/s covers the same `learn()` epoch.
    Each runs in its own process with the same torch thread count; they alternate --repeats times and the
@@ -20,8 +20,8 @@ B. Checkpointing, on a large variant (N=3, C=4, 64-128-256 channels, bf16 autoca
    recomputed ones, autocast weight copies and backward temporaries). glibc's mmap threshold is fixed at
    64 KiB there, so freed tensors leave resident memory at once and RSS follows live memory.
 
-Generated model code runs in child processes only (it is statically checked first); (a) is not sandboxed,
-since nn-dataset's DataLoader needs worker processes, which the sandbox refuses.
+Generated model code runs in child processes only (it is statically checked first); (a) is not jailed
+(nn-dataset's path, measured as it is).
 """
 from __future__ import annotations
 
@@ -168,15 +168,17 @@ def hwm_kb() -> int:
 # -- (b) through the real runner --------------------------------------------------------------------------
 def ours(path: Path, prepared: dict, images: int, threads: int, box, **over) -> dict:
     from ab.gpt.brute.fract import data
-    from ab.gpt.brute.fract.executors import TRAIN
+    from ab.gpt.brute.fract.trial import Trial
+    from ab.gpt.brute.fract.trial.runner import DEFAULTS, config_hash
 
-    work = box.run_dir / f"t{time.monotonic_ns()}"
-    res = box.call(TRAIN, path=str(path), config={
-        "epochs": 1, "batch": 16, "data": prepared, "norm": data.lemur_norm(), "train_limit": images,
-        "test_limit": 16, "threads": threads, "work_dir": str(work), **over})
-    e = res["epochs"][0]
-    return {"images_per_s": e["images_per_s"], "amp": res["amp"], "checkpointing": res["checkpointing"],
-            "channels_last": res["channels_last"]}
+    conf = {**DEFAULTS, "epochs": 1, "batch": 16, "norm": [list(v) for v in data.lemur_norm()],
+            "train_limit": images, "test_limit": 16, "threads": threads, "device": "cpu", **over}
+    conf["config_hash"] = config_hash(conf)
+    res = box.submit(Trial("train", path.read_text(), conf, 1800, labels=prepared["test_y"])).result()
+    assert res.status == "trained", res
+    e = res.epochs[0]
+    return {"images_per_s": e["images_per_s"], "amp": res.value["amp"], "checkpointing": res.value["checkpointing"],
+            "channels_last": conf["channels_last"]}
 
 
 def main() -> None:
@@ -195,7 +197,6 @@ def main() -> None:
         return
 
     from ab.gpt.brute.fract import data
-    from ab.gpt.brute.fract.sandbox import Limits, Sandbox
 
     subset = REPO.parent / "shared" / "data" / "cifar-10-subset"
     batches = data.locate(args.data_dir or os.environ.get(data.DATA_ENV) or (subset if subset.is_dir() else None))
@@ -215,11 +216,13 @@ def main() -> None:
 
 
 def throughput(args, mid: Path, batches: Path, prepared: dict, tmp: Path) -> None:
-    from ab.gpt.brute.fract.sandbox import Limits, Sandbox
+    from ab.gpt.brute.fract.trial import TrialLimits
+    from ab.gpt.brute.fract.trial.executors import LocalExecutor
 
     print(f"A. throughput, model {mid.stem}")
     a_runs, b_runs, c_runs = [], [], []
-    with Sandbox(workers=1, limits=Limits(timeout_s=1800, cpu_s=36000), run_dir=tmp / "run") as box:
+    jail_data = {k: prepared[k] for k in ("train_x", "train_y", "test_x")}
+    with LocalExecutor(1, TrialLimits(cpu_s=36000), data=jail_data, threads=args.threads) as box:
         for _ in range(args.repeats):
             a_runs.append(child("lemur", path=str(mid), data_dir=str(batches), images=args.images,
                                 threads=args.threads, cwd=str(tmp))["images_per_s"])

@@ -2,7 +2,7 @@
 
 Nothing here runs model code. A spec is checked against the spec schema and the registered layer options
 and must render; code is only extracted here: the generation pipeline checks it statically and then in
-the sandbox, like any generated file. Every piece that cannot become a proposal becomes a `Rejection`.
+the jail, like any generated file. Every piece that cannot become a proposal becomes a `Rejection`.
 """
 from __future__ import annotations
 

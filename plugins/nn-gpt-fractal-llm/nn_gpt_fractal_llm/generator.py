@@ -14,7 +14,7 @@ Options (`--gen-opt KEY=VALUE`):
 No further call is made once the forwarded proposals that are valid or still being validated would fill
 the limit (a proposal that then fails validation leaves the run short rather than costing another call).
 Proposals that survive extraction and deduplication are yielded to the generation pipeline, which
-checks, sandboxes and records them like any other. The rest are recorded here, in the same manifest,
+checks, jails and records them like any other. The rest are recorded here, in the same manifest,
 with status invalid or duplicate and the reason. Every call is logged to `llm_calls.jsonl`.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
     python -m ab.gpt.brute.fract.demo      (or: make demo)
 
 Six variants (depth 2-3, columns 1-3, channels 16,32,64, conv3x3-bn-relu) go to <LEMUR root>/out/fractal;
-NNEval trains each for one epoch on CIFAR-10 in a sandboxed worker, writes <LEMUR root>/new_lemur and
+NNEval trains each for one epoch on CIFAR-10 in a bubblewrap jail, writes <LEMUR root>/new_lemur and
 registers into <LEMUR root>/db/ab.nn.db, prints the summary table and writes the HTML report to
 <LEMUR root>/out/report/. Data: $NN_GPT_FRACTAL_CIFAR, else
 the shared real subset beside the repository (../shared/data/cifar-10-subset), else nn-dataset's usual

@@ -13,7 +13,7 @@ from .config import SEED_MAX
 @click.command("cnn")
 @click.option("--model", "model_path", type=cli_util.Path(dir_okay=False), required=True,
               help="LEMUR model file (e.g. one written by AlterNNFN); statically checked, then trained only "
-                   "inside sandbox workers.")
+                   "inside bubblewrap jails.")
 @click.option("--grid", type=click.Choice(["lr-momentum", "lr-groups"]), default="lr-momentum", show_default=True,
               help="lr-momentum: x = learning rate (log), y = momentum (linear). lr-groups: x = lr of the first "
                    "half of the blocks, y = lr of the later blocks and head (both log), momentum fixed.")

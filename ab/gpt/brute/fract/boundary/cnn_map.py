@@ -1,7 +1,7 @@
 """Trainability map of a LEMUR model file on CIFAR-10: the driver (trusted side).
 
 Lays the grid out as tiles (`tiles.run_tiles`: finished tiles stay on disk, a rerun resumes), splits
-each tile's pixels into jobs for an executor (local sandbox workers or Ray tasks, as NNEval uses), and
+each tile's pixels into jobs for an executor (local jails or Ray tasks, as NNEval uses), and
 turns each pixel's losses into scores with `readout`.
 
 Readout input. Per-step minibatch losses are dominated by how hard each batch is, which at small
@@ -229,7 +229,7 @@ class _Runner:
 
 def auto_per_job(cfg: CnnMapConfig, workers: int, ray: bool) -> int:
     """Pixels per job: a local worker lives for the whole run (small jobs, smoother progress); a Ray task
-    starts its own sandbox worker (one job per worker and tile)."""
+    starts its own jail (one job per worker and tile)."""
     if cfg.pixels_per_job > 0:
         return cfg.pixels_per_job
     tile_px = min(cfg.tile, cfg.shape[0]) * min(cfg.tile, cfg.shape[1])

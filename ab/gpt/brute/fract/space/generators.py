@@ -29,7 +29,7 @@ class Request:
 class CodeProposal:
     """A whole model file proposed as code (e.g. written by an LLM) instead of a spec.
 
-    It goes through the same static checks and sandboxed validation as rendered specs."""
+    It goes through the same static checks and jailed validation as rendered specs."""
 
     name: str
     code: str

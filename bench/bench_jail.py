@@ -1,0 +1,136 @@
+"""What the jail costs, measured side by side in one run (see trial/).
+
+    python bench/bench_jail.py [--models 40] [--fresh 5] [--train-limit 2048] [--repeats 3] [--space]
+
+1. start-up per model: a fork of the warm zygote (what every model gets) vs a fresh bwrap + python + torch
+   import (what one jail start costs), each running the same tiny validation;
+2. validation throughput: the same rendered models validated jailed vs --unsafe-no-jail (same zygote code,
+   no bwrap, no uid switch); with --space, the full default space generated and validated jailed (the path
+   of bench_generate.py; goal < 60 s);
+3. training images/s (measured around learn() in the model process) of one model with the jail vs
+   --unsafe-no-jail, alternating, median of --repeats each (goal >= 0.97x).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ab.gpt.brute.fract import data  # noqa: E402
+from ab.gpt.brute.fract.fractal_template import render  # noqa: E402
+from ab.gpt.brute.fract.registry import build_registry  # noqa: E402
+from ab.gpt.brute.fract.space import Space  # noqa: E402
+from ab.gpt.brute.fract.trial import JailConfig, Trial, TrialLimits  # noqa: E402
+from ab.gpt.brute.fract.trial.executors import LocalExecutor  # noqa: E402
+from ab.gpt.brute.fract.trial.jail import model_uid  # noqa: E402
+from ab.gpt.brute.fract.trial.runner import config_hash  # noqa: E402
+from ab.gpt.brute.fract.trial.session import Jail  # noqa: E402
+from ab.gpt.brute.fract.trial.worker import _WARM_MODEL  # noqa: E402
+
+SUBSET = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-subset" / "cifar-10-batches-py"
+
+
+def startup(fresh: int, forks: int) -> None:
+    limits = TrialLimits()
+    trial = Trial("validate", _WARM_MODEL, {"mode": "meta"}, 120)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        for k in range(fresh):
+            jail = Jail(JailConfig(scratch=Path(tmp) / f"j{k}", uid=model_uid(0)))
+            assert jail.run(trial, limits).ok
+            jail.close()
+        per_fresh = (time.perf_counter() - t0) / fresh
+        jail = Jail(JailConfig(scratch=Path(tmp) / "warm", uid=model_uid(0)))
+        jail.run(trial, limits)
+        t0 = time.perf_counter()
+        for _ in range(forks):
+            assert jail.run(trial, limits).ok
+        per_fork = (time.perf_counter() - t0) / forks
+        jail.close()
+    print(f"start-up per model: zygote fork {1000 * per_fork:.0f} ms vs fresh bwrap+python {1000 * per_fresh:.0f} ms "
+          f"({per_fresh / per_fork:.0f}x) [{forks} forks, {fresh} fresh jails, tiny model validated in each]")
+
+
+def validation(n: int) -> None:
+    reg = build_registry(third_party=False)
+    space = list(Space.default(reg))
+    codes = [render(s, reg) for s in space[::max(1, len(space) // n)][:n]]
+    rates = {}
+    for unsafe in (False, True, False, True):
+        with LocalExecutor(2, TrialLimits(), unsafe_no_jail=unsafe, warm_space=True) as ex:
+            for f in [ex.submit(Trial("validate", c, {"mode": "meta"}, 120)) for c in codes[:2]]:
+                f.result()
+            t0 = time.perf_counter()
+            futs = [ex.submit(Trial("validate", c, {"mode": "meta"}, 120)) for c in codes]
+            assert all(f.result().ok for f in futs)
+            rates.setdefault(unsafe, []).append(len(codes) / (time.perf_counter() - t0))
+    jail, bare = max(rates[False]), max(rates[True])
+    print(f"validation, {len(codes)} default-space models, 2 workers: jail {jail:.1f}/s vs unsafe-no-jail "
+          f"{bare:.1f}/s ({jail / bare:.2f}x; best of 2 each; full space of {len(space)} at this rate: "
+          f"{len(space) / jail:.0f} s)")
+
+
+def space_run() -> None:
+    from ab.gpt.brute.fract.generate import generate
+
+    reg = build_registry(third_party=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        out = generate(iter(Space.default(reg)), reg, Path(tmp), limit=None, generator="enumerate", workers=2)
+        el = time.perf_counter() - t0
+    print(f"full default space generated and validated in jails: {len(out.accepted)} valid in {el:.1f} s "
+          f"(goal < 60 s: {'met' if el < 60 else 'NOT met'})")
+
+
+def training(train_limit: int, repeats: int) -> None:
+    prepared = data.prepare(data.locate(SUBSET if SUBSET.is_dir() else None),
+                            Path(tempfile.gettempdir()) / "bench-jail-cache").to_dict()
+    reg = build_registry(third_party=False)
+    spec = next(s for s in Space.default(reg) if s.depth == 2 and s.columns == 2)
+    code = render(spec, reg)
+    conf = {"epochs": 1, "batch": 16, "lr": 0.01, "momentum": 0.9, "dropout": 0.0, "transform": "norm_flip",
+            "seed": 0, "amp": "auto", "checkpointing": True, "channels_last": False, "device": "cpu", "threads": 2,
+            "train_limit": train_limit, "test_limit": 256, "eval_batch": 256,
+            "norm": [list(v) for v in data.lemur_norm()]}
+    conf["config_hash"] = config_hash(conf)
+    jail_data = {k: prepared[k] for k in ("train_x", "train_y", "test_x")}
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    exs = {u: LocalExecutor(1, TrialLimits(), data=jail_data, threads=2, unsafe_no_jail=u) for u in (False, True)}
+    try:
+        for _ in range(repeats):
+            for unsafe in (False, True):
+                res = exs[unsafe].submit(Trial("train", code, conf, 3600, labels=prepared["test_y"])).result()
+                assert res.status == "trained", res
+                rates[unsafe].append(res.epochs[0]["images_per_s"])
+    finally:
+        for ex in exs.values():
+            ex.close()
+    jail, bare = statistics.median(rates[False]), statistics.median(rates[True])
+    print(f"training {spec.name}, {train_limit} images, 2 threads: jail {jail:.0f} img/s vs unsafe-no-jail "
+          f"{bare:.0f} img/s ({jail / bare:.3f}x; median of {repeats} alternating runs each; goal >= 0.97x)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fresh", type=int, default=5)
+    ap.add_argument("--forks", type=int, default=40)
+    ap.add_argument("--models", type=int, default=60)
+    ap.add_argument("--train-limit", type=int, default=2048)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--space", action="store_true", help="also generate and validate the full default space")
+    args = ap.parse_args()
+    startup(args.fresh, args.forks)
+    validation(args.models)
+    if args.space:
+        space_run()
+    training(args.train_limit, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
