@@ -34,7 +34,7 @@ def test_generates_valid_distinct_models_with_a_manifest(cli, tmp_path):
     assert files == sorted(x["name"] for x in valid)
     for x in valid:
         assert x["params"] > 0 and x["flops"] > 0 and x["spec"]["channels"][0] == 8
-        assert x["name"].startswith(f"FractalNet_N{x['spec']['depth']}_C{x['spec']['columns']}_")
+        assert x["name"].startswith(f"FractalNet-N{x['spec']['depth']}-C{x['spec']['columns']}-")
     assert "6 new valid models" in r.stdout
 
 

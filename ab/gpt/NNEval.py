@@ -71,7 +71,7 @@ def print_summary(outcome: SweepOutcome) -> None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--models", type=click.Path(file_okay=False, path_type=Path), help="model folder [<LEMUR root>/out/fractal]")
-@click.option("--filter", "pattern", help="only models whose name matches this glob, e.g. 'FractalNet_N2_*'")
+@click.option("--filter", "pattern", help="only models whose name matches this glob, e.g. 'FractalNet-N2-*'")
 @click.option("--limit", type=click.IntRange(min=1), help="evaluate at most this many models")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)

@@ -150,9 +150,9 @@ def test_kill_9_mid_run_then_rerun_completes(tiny_models, lemur_root, cifar_dir)
     import os
 
     names = model_names(tiny_models)[:2]
-    args = ["--models", str(tiny_models), "--filter", "FractalNet_N1_*", "--epochs", "3", "--train-limit", "2048",
+    args = ["--models", str(tiny_models), "--filter", "FractalNet-N1-*", "--epochs", "3", "--train-limit", "2048",
             "--test-limit", "128", "--threads", "1", "-q", "--data-dir", str(cifar_dir)]
-    names = [n for n in model_names(tiny_models) if n.startswith("FractalNet_N1_")]
+    names = [n for n in model_names(tiny_models) if n.startswith("FractalNet-N1-")]
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "ab.gpt.NNEval", *args], cwd=lemur_root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -23,7 +23,7 @@ from .paths import lemur_root, models_dir, new_lemur_dir
 
 SPACE = ["--depth", "2-3", "--columns", "1-3", "--channels", "16,32,64", "--conv", "conv3x3", "--norm", "bn",
          "--act", "relu", "--order", "conv-norm-act", "--dropout", "0", "--join", "mean", "--limit", "6"]
-PATTERN = "FractalNet_N[23]_C[123]_w16_conv3x3_bn_relu_mean_maxpool_gap_*"  # exactly the 6 points above
+PATTERN = "FractalNet-N[23]-C[123]-w16-conv3x3-bn-relu-mean-maxpool-gap-*"  # exactly the 6 points above
 SUBSET = Path("shared") / "data" / "cifar-10-subset" / "cifar-10-batches-py"
 
 
