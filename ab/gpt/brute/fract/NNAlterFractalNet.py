@@ -8,7 +8,8 @@ followed by its own evaluation pass (no_grad, eval mode, the model's autocast). 
     {"name", "seed", "status": trained|diverged|out-of-memory|error, "message", "params", "device", "amp",
      "checkpointing", "channels_last", "threads", "resumed_epochs",
      "epochs": [{"epoch", "accuracy", "train_loss", "val_loss", "train_accuracy", "epoch_time_s",
-                 "images_per_s", "peak_memory_mb", "train_time_s", "gradient_norm", "duration_ns"}]}
+                 "images_per_s", "peak_memory_mb", "train_time_s", "gradient_norm", "duration_ns",
+                 "system" {nn-dataset's train_stat machine fields, lemur/system.py}}]}
 
 (timed-out is decided by the caller, which owns the clock). Non-finite numbers become None.
 
@@ -35,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import TRANSFORMS, TensorCifar, load_split
+from .lemur.system import train_stat_system
 from .meter import PeakMemory
 
 STATE, RESULT, PROGRESS, BEST, MODEL_FILE = "state.pt", "result.json", "progress.json", "best.pt", "model.py"
@@ -294,7 +296,8 @@ def _epochs(model, config: dict, work: Path, device: torch.device, train: Tensor
                         "train_accuracy": finite(train_acc), "epoch_time_s": round(epoch_time, 3),
                         "images_per_s": round(progress.images / max(train_time, 1e-9), 1),
                         "peak_memory_mb": mem.peak_mb, "train_time_s": round(train_time, 3),
-                        "gradient_norm": grad_norm, "duration_ns": elapsed_ns})
+                        "gradient_norm": grad_norm, "duration_ns": elapsed_ns,
+                        "system": train_stat_system(device)})  # nn-dataset's train_stat machine fields
         if diverged:
             result["status"] = "diverged"
             result["message"] = f"non-finite {'training' if train_loss is None else 'validation'} loss in epoch {epoch}"

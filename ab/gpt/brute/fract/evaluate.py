@@ -3,7 +3,8 @@
 The driver (this process) never imports model code. For each model it reads the file, runs the static
 checks (`codecheck`), copies the checked code into the trial's work folder and hands it to an executor,
 whose sandbox workers train it (`NNAlterFractalNet.train_model_file`). As trials finish, the driver
-alone writes `new_lemur/` (atomically, `results.py`) and registers into the DB (`register.py`), one
+alone writes `new_lemur/` (atomically, `results.py`, `lemur/stats.py`) and registers into the DB
+(`lemur/register.py`), one
 model at a time, so parallel workers cannot lose or duplicate rows.
 
 Resume: a model whose `runs/<Model>.json` exists is done and is skipped (its DB rows are re-checked).
@@ -15,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field
@@ -84,6 +86,7 @@ class SweepOutcome:
     skipped: int = 0
     registered_rows: int = 0
     db_note: str = ""
+    stat_errors: list[str] = field(default_factory=list)  # models not registered: a stat file is corrupt
     summary: dict = field(default_factory=dict)
     wall_s: float = 0.0
 
@@ -194,14 +197,14 @@ def run_sweep(cfg: SweepConfig, say: Callable[[str], None] = print) -> SweepOutc
         data = prepare(locate(cfg.data_dir), lemur_root() / "out" / "cache").to_dict()
     db = None
     if cfg.register:
-        from .register import LemurDB
+        from .lemur.register import LemurDB
 
         db = LemurDB(cfg.db or lemur_root() / "db" / "ab.nn.db", fetch=cfg.fetch_lemur_db)
         outcome.db_note = db.note
         if db.note:
             say(db.note)
         for e in done:  # idempotent: finishes a registration a killed run may have missed
-            outcome.registered_rows += db.register(out, e.name)
+            _register(db, out, e.name, outcome, say)
     if todo:
         _evaluate(cfg, todo, out, data, lemur_norm(), cuda, record_cfg, db, outcome)
     outcome.wall_s = round(time.perf_counter() - started, 1)
@@ -304,9 +307,20 @@ def _keep_best(cfg: SweepConfig, out: Path, name: str, run_dir: Path) -> None:
         os.replace(best, dest)
 
 
+def _register(db, out: Path, name: str, outcome: SweepOutcome, say: Callable[[str], None]) -> None:
+    """Register one model; a corrupt stat file is reported for that model and the sweep goes on."""
+    from .lemur.register import StatFileError
+
+    try:
+        outcome.registered_rows += db.register(out, name)
+    except StatFileError as e:
+        outcome.stat_errors.append(str(e))
+        say(f"error: {e}")
+
+
 def _finish(out, entry: ModelEntry, code: str, seeds: list[dict], record_cfg: dict, db, outcome, bars) -> None:
     rec = results.write_model(out, entry.name, code, entry.spec, record_cfg, seeds, entry.flops)
     if db is not None:
-        outcome.registered_rows += db.register(out, entry.name)
+        _register(db, out, entry.name, outcome, lambda m: tqdm.write(m, file=sys.stderr))
     outcome.records.append(rec)
     bars.model_done(rec["status"])
