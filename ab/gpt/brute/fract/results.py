@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from .atomic import write_json, write_text
-from .lemur.stats import stat_dir, stat_trials
+from .lemur.stats import stat_trials, write_stat_files
 
 STATUSES = ("trained", "diverged", "out-of-memory", "timed-out", "error")
 EPOCH_KEYS = ("epoch", "accuracy", "train_loss", "val_loss", "train_accuracy", "epoch_time_s", "images_per_s",
@@ -64,8 +64,7 @@ def write_model(out: Path, name: str, code: str, spec: dict | None, config: dict
     trials = stat_trials(name, config, seeds, spec)
     if trials:
         write_text(Path(out) / "nn" / f"{name}.py", code)
-        for epoch, items in sorted(trials.items()):
-            write_json(stat_dir(out, name) / f"{epoch}.json", items)
+        write_stat_files(out, name, trials)
     record = run_record(name, seeds, spec, config, flops)
     write_json(run_file(out, name), record)
     return record

@@ -13,7 +13,8 @@ An existing file that is not a readable, writable LEMUR DB (empty, corrupt, trun
 code (`nn`), the `acc` metric code (`metric`, this package's `lemur/metric.py`, unless the DB has one),
 the transform code (`transform`) and, per trial, `save_stat` (`stat`, `prm`, `train_stat`), after the
 importer's own filtering (`stats.importable`). It is idempotent: `stat` and `train_stat` rows are keyed
-by content, and a uid's `prm` rows are kept once (nn-dataset's import repeats them for every epoch).
+by content, and each (uid, name, value) `prm` row is kept once (nn-dataset's import repeats a uid's rows
+for every epoch and trial; its per-epoch `duration_seconds` and `metric_acc` give a uid several values).
 """
 from __future__ import annotations
 
@@ -195,9 +196,9 @@ class LemurDB:
                 cur.execute("SELECT 1 FROM prm WHERE uid = ? LIMIT 1", (t["uid"],))
                 had_prm = cur.fetchone() is not None
                 self.write.save_stat((TASK, DATASET, METRIC, name, epoch), t, cur)
-                if had_prm:  # save_stat inserted this uid's hyperparameters again
+                if had_prm:  # save_stat inserted this uid's rows again: keep each (name, value) once
                     cur.execute("DELETE FROM prm WHERE uid = ? AND rowid NOT IN "
-                                "(SELECT MIN(rowid) FROM prm WHERE uid = ? GROUP BY name)", (t["uid"], t["uid"]))
+                                "(SELECT MIN(rowid) FROM prm WHERE uid = ? GROUP BY name, value)", (t["uid"], t["uid"]))
             cur.execute("SELECT COUNT(*) FROM stat WHERE nn = ?", (name,))
             return cur.fetchone()[0] - before
 

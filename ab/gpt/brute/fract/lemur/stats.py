@@ -4,15 +4,17 @@ does not turn them into hyperparameters.
     <out>/stat/train/img-classification_cifar-10_acc_<Model>/<epoch>.json
 
 holds a list of trials (one per seed that finished the epoch), sorted by accuracy, best first, as
-nn-dataset's `ab.nn.util.db.Calc.save_results` keeps them. Each trial has nn-dataset's keys, in its order:
+nn-dataset's `ab.nn.util.db.Calc.save_results` keeps them. Each trial has nn-dataset's keys, in its order
+(the first group sorted by name, as its `merge_prm` leaves them):
 
-    lr, momentum, [dropout | block_dropout], epoch_max, batch, transform,   the hyperparameters (prm)
-    uid (nn-dataset's uuid4 of those), duration (ns since the trial started), duration_seconds, accuracy,
+    the hyperparameters (prm): lr, momentum, [dropout | block_dropout], epoch_max, batch, transform;
+    uid (nn-dataset's uuid4 of the prm dict in its trainer's order: lr, momentum, [dropout], epoch_max,
+    batch, transform), duration (ns since the trial started), duration_seconds, accuracy, metric_acc,
     train_stat {train_loss, test_loss, train_accuracy, gradient_norm, samples_per_second, best_accuracy,
                 best_epoch, epoch_max, cpu_count, cpu_type, cpu_usage_percent, total_ram_kb, occupied_ram_kb,
                 ram_usage_percent, gpu_type, gpu_memory_kb, gpu_total_memory_kb, occupied_gpu_memory_kb,
-                gpu_memory_usage_percent},
-    metric_acc, task, dataset, metric, model,
+                gpu_memory_usage_percent};
+    then task, dataset, metric, model,
 
 and ours under one key, `nn_gpt_fractal` (a dict: nn-dataset's JSON import drops dict values, so none of
 it becomes a hyperparameter): seed, device, amp, checkpointing, channels_last, images_per_s (training
@@ -28,8 +30,11 @@ neither when the model has no dropout. Seeds share the uid (nn-dataset's uid dep
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
+
+from ..atomic import write_text
 
 from .names import DATASET, METRIC, TASK, config_name
 from .system import FIELDS as SYSTEM_FIELDS
@@ -104,12 +109,12 @@ def stat_trials(name: str, config: dict, seeds: list[dict], spec: dict | None = 
                      "epoch_time_s": e.get("epoch_time_s"), "train_time_s": e.get("train_time_s"),
                      "params": s.get("params"),
                      "self_reported": list(SELF_REPORTED)}
-            out.setdefault(e["epoch"], []).append({
+            trial = dict(sorted({  # nn-dataset's merge_prm sorts these keys
                 **prm, "uid": uid, "duration": duration, "duration_seconds": round(duration / 1e9, 2),
-                "accuracy": e["accuracy"],
-                "train_stat": _train_stat(e, best_acc, best_epoch, config["epochs"]),
-                f"metric_{METRIC}": e["accuracy"], "task": TASK, "dataset": DATASET, "metric": METRIC,
-                "model": name, EXTRA: extra})
+                "accuracy": e["accuracy"], "train_stat": _train_stat(e, best_acc, best_epoch, config["epochs"]),
+                f"metric_{METRIC}": e["accuracy"]}.items()))
+            out.setdefault(e["epoch"], []).append(
+                {**trial, "task": TASK, "dataset": DATASET, "metric": METRIC, "model": name, EXTRA: extra})
     for trials in out.values():
         trials.sort(key=lambda t: (-t["accuracy"], t[EXTRA]["seed"]))
     return out
@@ -122,3 +127,9 @@ def importable(trial: dict) -> dict:
     if isinstance(trial.get("train_stat"), dict) and trial["train_stat"]:
         out["train_stat"] = trial["train_stat"]
     return out
+
+
+def write_stat_files(out: Path, name: str, trials: dict[int, list[dict]]) -> None:
+    """One `<epoch>.json` per epoch, atomically, as nn-dataset writes them (keys in its order, indent 4)."""
+    for epoch, items in sorted(trials.items()):
+        write_text(stat_dir(out, name) / f"{epoch}.json", json.dumps(items, indent=4))
