@@ -181,26 +181,29 @@ class LemurDB:
 
     def register(self, out: Path, name: str) -> int:
         """Register model `name` from its files under `out`; returns the number of new stat rows."""
+        with _quiet(), self.cursor() as cur:
+            return self.register_rows(cur, out, name)
+
+    def register_rows(self, cur, out: Path, name: str) -> int:
+        """`register` inside the caller's transaction."""
         check_name(name)
         code_file = Path(out) / "nn" / f"{name}.py"
-        folder = stat_dir(out, name)
-        if not code_file.exists() or not folder.is_dir():
+        if not code_file.exists() or not stat_dir(out, name).is_dir():
             return 0
         trials = read_trials(out, name)
-        with _quiet(), self.cursor() as cur:
-            cur.execute("SELECT COUNT(*) FROM stat WHERE nn = ?", (name,))
-            before = cur.fetchone()[0]
-            self._code_rows(cur, name, code_file.read_text(), {t["transform"] for _, t in trials if t.get("transform")})
-            for epoch, trial in trials:
-                t = importable(trial)
-                cur.execute("SELECT 1 FROM prm WHERE uid = ? LIMIT 1", (t["uid"],))
-                had_prm = cur.fetchone() is not None
-                self.write.save_stat((TASK, DATASET, METRIC, name, epoch), t, cur)
-                if had_prm:  # save_stat inserted this uid's rows again: keep each (name, value) once
-                    cur.execute("DELETE FROM prm WHERE uid = ? AND rowid NOT IN "
-                                "(SELECT MIN(rowid) FROM prm WHERE uid = ? GROUP BY name, value)", (t["uid"], t["uid"]))
-            cur.execute("SELECT COUNT(*) FROM stat WHERE nn = ?", (name,))
-            return cur.fetchone()[0] - before
+        cur.execute("SELECT COUNT(*) FROM stat WHERE nn = ?", (name,))
+        before = cur.fetchone()[0]
+        self._code_rows(cur, name, code_file.read_text(), {t["transform"] for _, t in trials if t.get("transform")})
+        for epoch, trial in trials:
+            t = importable(trial)
+            cur.execute("SELECT 1 FROM prm WHERE uid = ? LIMIT 1", (t["uid"],))
+            had_prm = cur.fetchone() is not None
+            self.write.save_stat((TASK, DATASET, METRIC, name, epoch), t, cur)
+            if had_prm:  # save_stat inserted this uid's rows again: keep each (name, value) once
+                cur.execute("DELETE FROM prm WHERE uid = ? AND rowid NOT IN "
+                            "(SELECT MIN(rowid) FROM prm WHERE uid = ? GROUP BY name, value)", (t["uid"], t["uid"]))
+        cur.execute("SELECT COUNT(*) FROM stat WHERE nn = ?", (name,))
+        return cur.fetchone()[0] - before
 
     def registered(self) -> int:
         """Models with at least one stat row in the DB."""
