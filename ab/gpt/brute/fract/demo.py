@@ -59,8 +59,9 @@ def main() -> int:
     print(f"results: {cfg.out} (runs/, stat/train/, summary.json); DB: {lemur_root() / 'db' / 'ab.nn.db'}")
     from .report.build import build_report
 
-    report = build_report(cfg.out, lemur_root() / "out" / "report", models_dir=out, top=6,
-                          title="nn-gpt-fractal demo")
+    db = lemur_root() / "db" / "ab.nn.db"  # where run_sweep registered: the report counts the DB rows
+    report = build_report(cfg.out, lemur_root() / "out" / "report", models_dir=out, db=db if db.is_file() else None,
+                          top=6, title="nn-gpt-fractal demo")
     print(f"report: {report.html} (open it in a browser; figures and CSV tables beside it)")
     return 0
 
