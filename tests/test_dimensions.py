@@ -50,3 +50,22 @@ def test_identical_specs_give_identical_signatures(registry, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     assert signature(spec, registry, tmp_path / "a") == signature(spec, registry, tmp_path / "b")
+
+
+@pytest.mark.parametrize("kind", ["fractal", "plain"])
+def test_larsson_dropout_schedule_reaches_the_built_model(kind, registry, tmp_path):
+    """The per-block schedule is a value of the dropout dimension beside the single rate: it changes the
+    spec, the name and the built model (each block's Dropout carries that block's rate)."""
+    space = Space.default(registry, kind=kind).with_values(**{k: v[:1] for k, v in ALTERNATIVES.items()})
+    base = {name: values[0] for name, values in space.dimensions().items()}
+    single, sched = space._spec(dict(base, dropout=0.2)), space._spec(dict(base, dropout="larsson"))
+    assert sched.block_dropout == (0.0, 0.4) and sched.dropout == 0.0 and "dropout" in sched.layers
+    assert "drop0x0p4" in sched.name.split("-") and "drop0p2" in single.name.split("-")
+    assert signature(single, registry, tmp_path) != signature(sched, registry, tmp_path)
+    path = tmp_path / "sched.py"
+    path.write_text(render(sched, registry))
+    from ab.gpt.brute.fract.validate import import_isolated
+
+    net = import_isolated(path).Net((1, 3, 32, 32), (10,), {"lr": 0.01, "momentum": 0.9}, "cpu")
+    rates = [[m.p for m in block.modules() if m.__class__.__name__ == "Dropout"] for block in net.blocks]
+    assert [set(r) for r in rates] == [{0.0}, {0.4}]

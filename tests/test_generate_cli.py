@@ -34,7 +34,7 @@ def test_generates_valid_distinct_models_with_a_manifest(cli, tmp_path):
     assert files == sorted(x["name"] for x in valid)
     for x in valid:
         assert x["params"] > 0 and x["flops"] > 0 and x["spec"]["channels"][0] == 8
-        assert x["name"].startswith(f"FractalNet_N{x['spec']['depth']}_C{x['spec']['columns']}_")
+        assert x["name"].startswith(f"FractalNet-N{x['spec']['depth']}-C{x['spec']['columns']}-")
     assert "6 new valid models" in r.stdout
 
 
@@ -184,7 +184,7 @@ def test_invalid_models_are_reported_and_never_listed_valid(tmp_path):
     outcome = generate(iter(space), reg, out, limit=None, generator="test", workers=1)
     recs = {r["name"]: r for r in Manifest.load(out).records.values()}
     valid = [n for n, r in recs.items() if r["status"] == "valid"]
-    assert len(valid) == 1 and "conv3x3_relu" in valid[0]
+    assert len(valid) == 1 and "conv3x3-relu" in valid[0]
     reasons = " | ".join(r["reason"] for r in recs.values() if r["status"] == "invalid")
     assert "syntax error" in reasons and "import of 'os' is not allowed" in reasons
     assert "RuntimeError: Invalid channel dimensions" in reasons  # the shape error from the sandboxed forward

@@ -23,11 +23,15 @@ def test_hash_is_stable_and_sensitive():
     assert a.replace(local_drop=0.3).spec_hash != a.spec_hash
 
 
-def test_name_is_readable_valid_module_name_and_result_name():
+def test_name_is_readable_in_nn_datasets_grammar_and_result_name():
+    from ab.nn.util.Util import conf_to_names  # nn-dataset's own split of a pipeline name
+
     spec = ArchSpec(**BASE)
-    assert spec.name.isidentifier()
+    assert "_" not in spec.name and spec.name.startswith("FractalNet-")
+    assert spec.name.split("-")[1:] and all(t.isalnum() for t in spec.name.split("-"))
     for token in ("FractalNet", "N3", "C3", "conv3x3", "bn", "relu", "drop0p2", spec.spec_hash):
-        assert token in spec.name
+        assert token in spec.name.split("-")
+    assert conf_to_names(result_name(spec.name))[3] == spec.name
     assert result_name(spec.name) == f"img-classification_cifar-10_acc_{spec.name}"
 
 

@@ -71,14 +71,15 @@ def print_summary(outcome: SweepOutcome) -> None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--models", type=cli_util.Path(file_okay=False, path_type=Path), help="model folder [<LEMUR root>/out/fractal]")
-@click.option("--filter", "pattern", help="only models whose name matches this glob, e.g. 'FractalNet_N2_*'")
+@click.option("--filter", "pattern", help="only models whose name matches this glob, e.g. 'FractalNet-N2-*'")
 @click.option("--limit", type=click.IntRange(min=1), help="evaluate at most this many models")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--lr", type=cli_util.Finite(min=0, min_open=True), default=0.01, show_default=True)
 @click.option("--momentum", type=cli_util.Finite(0, 1), default=0.9, show_default=True)
 @click.option("--dropout", type=cli_util.Finite(0, 1), default=0.2, show_default=True,
-              help="recorded hyperparameter (generated models bake their dropout into the spec)")
+              help="prm['dropout'] handed to models (generated FractalNets ignore it: their dropout is part of the "
+                   "spec, and the stat files record that one)")
 @click.option("--transform", type=click.Choice(sorted(TRANSFORMS)), default="norm_flip", show_default=True,
               help="nn-dataset transform name")
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="trials per model")
@@ -139,7 +140,7 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
             raise click.BadParameter("torch sees no CUDA device", param_hint="--device")
     outcome = run_sweep(cfg, say=lambda m: click.echo(m, err=True))
     print_summary(outcome)
-    return 0
+    return 2 if outcome.stat_errors else 0  # each was reported (one line per model); the rest went on
 
 
 def cli(args: list[str] | None = None) -> None:

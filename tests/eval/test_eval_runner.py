@@ -14,7 +14,7 @@ from ab.gpt.brute.fract.trial.runner import config_hash
 @pytest.fixture(scope="module")
 def setup(cifar_dir, tiny_models, tmp_path_factory):
     prepared = data.prepare(data.locate(cifar_dir), tmp_path_factory.mktemp("cache")).to_dict()
-    model = sorted(tiny_models.glob("FractalNet_N2_C2*.py")) or sorted(tiny_models.glob("FractalNet_N1_C2*.py"))
+    model = sorted(tiny_models.glob("FractalNet-N2-C2*.py")) or sorted(tiny_models.glob("FractalNet-N1-C2*.py"))
     return prepared, model[0].read_text()
 
 

@@ -17,10 +17,10 @@ from .evalkit import QUICK, REPO, generate, run_cli
 
 pytestmark = pytest.mark.slow
 
-LEMUR_KEYS = {"accuracy", "batch", "lr", "momentum", "dropout", "duration", "duration_seconds", "epoch_max",
-              "transform", "uid", "task", "dataset", "metric", "model", "train_stat"}
-OUR_KEYS = {"peak_memory_mb", "images_per_s", "epoch_time_s", "amp", "checkpointing", "channels_last", "seed",
-            "device"}
+LEMUR_KEYS = {"accuracy", "batch", "lr", "momentum", "duration", "duration_seconds", "epoch_max", "metric_acc",
+              "transform", "uid", "task", "dataset", "metric", "model", "train_stat"}  # tiny models: no dropout
+OUR_KEYS = {"peak_memory_mb", "images_per_s", "epoch_time_s", "train_time_s", "amp", "checkpointing",
+            "channels_last", "seed", "device", "params", "self_reported"}  # under "nn_gpt_fractal"
 RUN_KEYS = {"name", "status", "message", "seeds", "spec", "config"}
 SEED_KEYS = {"seed", "status", "message", "epochs", "params", "flops"}
 EPOCH_KEYS = {"epoch", "accuracy", "train_loss", "val_loss", "train_accuracy", "epoch_time_s", "images_per_s",
@@ -62,11 +62,11 @@ def db_rows(root: Path, names: list[str], db: Path | None = None) -> dict:
             "names = json.loads(sys.argv[1])\n"
             "df = api.data(nn=tuple(names)) if len(names) > 1 else api.data(nn=names[0])\n"
             "rows = {n: len(df[df.nn == n]) if len(df) else 0 for n in names}\n"
-            "seeds = sorted(p.get('seed') for p in df.prm) if len(df) else []\n"
+            "prm_keys = sorted(set().union(*(p.keys() for p in df.prm))) if len(df) else []\n"
             "c = sqlite3.connect(db_file)\n"
             "tables = {t: c.execute(f'select count(*) from {t}').fetchone()[0] for t in "
             "('nn', 'stat', 'prm', 'train_stat')}\n"
-            "print(json.dumps({'rows': rows, 'tables': tables, 'seeds': seeds}))\n")
+            "print(json.dumps({'rows': rows, 'tables': tables, 'prm_keys': prm_keys}))\n")
     proc = run_cli_code(code, json.dumps(names), cwd=root)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -99,9 +99,11 @@ def check_results(out: Path, names: list[str], epochs: int = 1, seeds: int = 1) 
         for epoch in range(1, epochs + 1):
             trials = json.loads((out / "stat" / "train" / f"img-classification_cifar-10_acc_{n}" /
                                  f"{epoch}.json").read_text())
-            assert len(trials) == seeds and len({t["uid"] for t in trials}) == seeds
+            assert len(trials) == seeds and len({t["uid"] for t in trials}) == 1  # nn-dataset's uid: prm only
+            assert sorted(t["nn_gpt_fractal"]["seed"] for t in trials) == sorted({t["nn_gpt_fractal"]["seed"] for t in trials})
             for t in trials:
-                assert LEMUR_KEYS | OUR_KEYS <= set(t) and t["model"] == n and t["epoch_max"] == epochs
+                assert set(t) == LEMUR_KEYS | {"nn_gpt_fractal"} and set(t["nn_gpt_fractal"]) == OUR_KEYS
+                assert t["model"] == n and t["epoch_max"] == epochs
                 assert {"train_loss", "test_loss", "train_accuracy", "samples_per_second"} <= set(t["train_stat"])
     assert not list(out.rglob("*.tmp")), "temporary files left behind"
 
@@ -117,8 +119,9 @@ def test_sweep_registers_and_resumes_without_retraining(tiny_models, lemur_root,
     summary = json.loads((out / "summary.json").read_text())
     assert summary["models"] == 3 and summary["counts"]["trained"] == 3 and summary["success_rate"] == 1.0
     rows = db_rows(lemur_root, names)
-    assert rows["rows"] == {n: 1 for n in names} and rows["seeds"] == [0, 0, 0]
-    assert rows["tables"] == {"nn": 3, "stat": 3, "prm": 3 * 7, "train_stat": 3}
+    assert rows["rows"] == {n: 1 for n in names}
+    assert rows["prm_keys"] == sorted(LEMUR_KEYS - {"accuracy", "duration", "uid", "train_stat"})
+    assert {t: rows["tables"][t] for t in ("nn", "stat", "train_stat")} == {"nn": 3, "stat": 3, "train_stat": 3}
 
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if p.name != "summary.json"}
     again = nneval(lemur_root, *QUICK, "--data-dir", str(cifar_dir))
@@ -150,9 +153,9 @@ def test_kill_9_mid_run_then_rerun_completes(tiny_models, lemur_root, cifar_dir)
     import os
 
     names = model_names(tiny_models)[:2]
-    args = ["--models", str(tiny_models), "--filter", "FractalNet_N1_*", "--epochs", "3", "--train-limit", "2048",
+    args = ["--models", str(tiny_models), "--filter", "FractalNet-N1-*", "--epochs", "3", "--train-limit", "2048",
             "--test-limit", "128", "--threads", "1", "-q", "--data-dir", str(cifar_dir)]
-    names = [n for n in model_names(tiny_models) if n.startswith("FractalNet_N1_")]
+    names = [n for n in model_names(tiny_models) if n.startswith("FractalNet-N1-")]
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "ab.gpt.NNEval", *args], cwd=lemur_root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

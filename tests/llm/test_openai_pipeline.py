@@ -83,7 +83,7 @@ def test_code_mode_valid_file_and_static_rejects(chat_server, tmp_path, lemur_ro
     replies = ["<think>I'll reuse the fractal block.</think>\n```python\n" + good + "```",
                "```python\n" + evil + "```", "```python\n" + good + "```", "I won't write code today."]
     out, outcome, recs = run(chat_server, tmp_path, replies, mode="code", max_calls=4)
-    assert len(outcome.accepted) == 1 and outcome.accepted[0].startswith("FractalNet_llm_stub_llm_")
+    assert len(outcome.accepted) == 1 and outcome.accepted[0].startswith("FractalNet-llm-stub-llm-")
     by_status = {}
     for r in recs.values():
         by_status.setdefault(r["status"], []).append(r["reason"])

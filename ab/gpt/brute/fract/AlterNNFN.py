@@ -24,7 +24,7 @@ from .loop import EVAL_MODULE, run_nneval, run_rounds
 from .manifest import Manifest, ManifestError
 from .paths import models_dir, new_lemur_dir
 from .space.registry import default_registry
-from .space.space import PAPER_CHANNELS, Space, SpaceError
+from .space.space import LARSSON, PAPER_CHANNELS, Space, SpaceError
 from .space.spec import ArchSpec, SpecError
 
 
@@ -55,7 +55,10 @@ def build_space(kind, depth, columns, plain_layers, channels, conv, norm, act, o
                         ("pool", pool), ("head", head)):
         if value is not None:
             changes[name] = cli_util.str_list(value)
-    for name, value in (("dropout", dropout), ("local_drop", local_drop), ("global_drop", global_drop)):
+    if dropout is not None:  # rates, and/or "larsson" (per-block 0..0.4 scaled to the depth)
+        changes["dropout"] = tuple(dict.fromkeys(w if w == LARSSON else cli_util.float_list(w, "dropout")[0]
+                                                 for w in cli_util.str_list(dropout)))
+    for name, value in (("local_drop", local_drop), ("global_drop", global_drop)):
         if value is not None:
             changes[name] = cli_util.float_list(value, name.replace("_", "-"))
     space = space.with_values(**changes)
@@ -99,7 +102,8 @@ def list_space(space: Space) -> None:
 @click.option("--norm", help="normalization options including none, e.g. none,bn,inorm")
 @click.option("--act", help="activation options, e.g. relu,gelu,silu")
 @click.option("--order", help="layer orders inside a column op [conv-norm-act,norm-act-conv]")
-@click.option("--dropout", help="dropout rates in [0, 1) at the end of each op [0,0.2]")
+@click.option("--dropout", help="dropout rates in [0, 1) at the end of each op, and/or 'larsson' (per-block "
+              "0, 0.1, .., 0.4 scaled to N blocks) [0,0.2]")
 @click.option("--join", help="join rules: mean, sum, max [mean,max]")
 @click.option("--local-drop", help="local drop-path rates in [0, 1) [0.15]")
 @click.option("--global-drop", help="share of batches using global drop-path, in [0, 1] [0.5]")

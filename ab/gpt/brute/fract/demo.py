@@ -23,7 +23,7 @@ from .paths import lemur_root, models_dir, new_lemur_dir
 
 SPACE = ["--depth", "2-3", "--columns", "1-3", "--channels", "16,32,64", "--conv", "conv3x3", "--norm", "bn",
          "--act", "relu", "--order", "conv-norm-act", "--dropout", "0", "--join", "mean", "--limit", "6"]
-PATTERN = "FractalNet_N[23]_C[123]_w16_conv3x3_bn_relu_mean_maxpool_gap_*"  # exactly the 6 points above
+PATTERN = "FractalNet-N[23]-C[123]-w16-conv3x3-bn-relu-mean-maxpool-gap-*"  # exactly the 6 points above
 SUBSET = Path("shared") / "data" / "cifar-10-subset" / "cifar-10-batches-py"
 
 
@@ -59,8 +59,9 @@ def main() -> int:
     print(f"results: {cfg.out} (runs/, stat/train/, summary.json); DB: {lemur_root() / 'db' / 'ab.nn.db'}")
     from .report.build import build_report
 
-    report = build_report(cfg.out, lemur_root() / "out" / "report", models_dir=out, top=6,
-                          title="nn-gpt-fractal demo")
+    db = lemur_root() / "db" / "ab.nn.db"  # where run_sweep registered: the report counts the DB rows
+    report = build_report(cfg.out, lemur_root() / "out" / "report", models_dir=out, db=db if db.is_file() else None,
+                          top=6, title="nn-gpt-fractal demo")
     print(f"report: {report.html} (open it in a browser; figures and CSV tables beside it)")
     return 0
 

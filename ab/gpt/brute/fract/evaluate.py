@@ -4,9 +4,10 @@ The driver (this process) never imports model code. For each model it reads the 
 checks (`codecheck`, a first filter for clear early errors; the jail is the security boundary) and hands
 the code text to an executor, which trains it in a bubblewrap jail (`trial/`). The jail sees the
 training images and labels and the test images, never the test labels: the driver scores the logits it
-sends back. As trials finish, the driver alone writes `new_lemur/` (atomically, `results.py`) and
-registers into the DB (`register.py`), one model at a time, so parallel trials cannot lose or duplicate
-rows. Only one sweep at a time may use a results folder (a lock; a second gets a one-line error).
+sends back. As trials finish, the driver alone writes `new_lemur/` (atomically, `results.py`,
+`lemur/stats.py`) and registers into the DB (`lemur/register.py`), one model at a time, so parallel trials
+cannot lose or duplicate rows. Only one sweep at a time may use a results folder (a lock; a second gets a
+one-line error).
 
 Resume: a model whose `runs/<Model>.json` exists is done and is skipped (its DB rows are re-checked), except
 one whose trial was killed from outside (status killed), which is retried. Unfinished trials keep the state
@@ -21,6 +22,7 @@ import fnmatch
 import json
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
@@ -98,6 +100,7 @@ class SweepOutcome:
     skipped: int = 0
     registered_rows: int = 0
     db_note: str = ""
+    stat_errors: list[str] = field(default_factory=list)  # models not registered: a stat file is corrupt
     summary: dict = field(default_factory=dict)
     wall_s: float = 0.0
 
@@ -237,14 +240,14 @@ def _sweep(cfg: SweepConfig, entries: list[ModelEntry], out: Path, say) -> Sweep
         data = prepare(locate(cfg.data_dir), lemur_root() / "out" / "cache").to_dict()
     db = None
     if cfg.register:
-        from .register import LemurDB
+        from .lemur.register import LemurDB
 
         db = LemurDB(cfg.db or lemur_root() / "db" / "ab.nn.db", fetch=cfg.fetch_lemur_db)
         outcome.db_note = db.note
         if db.note:
             say(db.note)
         for e in done:  # idempotent: finishes a registration a killed run may have missed
-            outcome.registered_rows += db.register(out, e.name)
+            _register(db, out, e.name, outcome, say)
     if todo:
         _evaluate(cfg, todo, out, data, lemur_norm(), cuda, record_cfg, db, outcome)
     try:
@@ -380,9 +383,20 @@ def _keep_best(cfg: SweepConfig, out: Path, name: str, run_dir: Path) -> None:
         os.replace(best, dest)
 
 
+def _register(db, out: Path, name: str, outcome: SweepOutcome, say: Callable[[str], None]) -> None:
+    """Register one model; a corrupt stat file is reported for that model and the sweep goes on."""
+    from .lemur.register import StatFileError
+
+    try:
+        outcome.registered_rows += db.register(out, name)
+    except StatFileError as e:
+        outcome.stat_errors.append(str(e))
+        say(f"error: {e}")
+
+
 def _finish(out, entry: ModelEntry, code: str, seeds: list[dict], record_cfg: dict, db, outcome, bars) -> None:
     rec = results.write_model(out, entry.name, code, entry.spec, record_cfg, seeds, entry.flops)
     if db is not None:
-        outcome.registered_rows += db.register(out, entry.name)
+        _register(db, out, entry.name, outcome, lambda m: tqdm.write(m, file=sys.stderr))
     outcome.records.append(rec)
     bars.model_done(rec["status"])

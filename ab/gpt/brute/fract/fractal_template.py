@@ -44,7 +44,7 @@ def op_lines(spec: ArchSpec, registry: Registry) -> list[str]:
             lines.append(opt.code.format(c_in=current, c_out="c_out"))
             current = "c_out"
         else:
-            lines.append(opt.code.format(ch=current, p=spec.dropout))
+            lines.append(opt.code.format(ch=current, p="p" if spec.block_dropout else spec.dropout))
     return lines
 
 
@@ -75,6 +75,7 @@ def render(spec: ArchSpec, registry: Registry) -> str:
         spec=spec, spec_json=spec.to_json(), channels=repr(spec.channels),
         op_lines=op_lines(spec, registry), helpers=helpers(spec, registry),
         join_doc=join_doc, join_expr=join_expr, pool_expr=_POOL[spec.pool],
+        per_block=bool(spec.block_dropout), block_dropout=repr(spec.block_dropout),
     )
 
 

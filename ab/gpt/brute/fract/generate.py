@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import shutil
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .atomic import write_text
+from .lemur.names import code_model_name
 from .fractal_template import code_hash, render
 from .manifest import Manifest
 from .space import codecheck
@@ -85,8 +85,7 @@ class Candidate:
 
 def candidate(item: ArchSpec | CodeProposal, registry: Registry) -> Candidate:
     if isinstance(item, CodeProposal):
-        stem = re.sub(r"[^A-Za-z0-9_]", "_", item.name)[:80] or "Model"
-        name = f"{stem}_{item.key[5:]}"
+        name = code_model_name(item.name, item.key[5:])
         return Candidate(name, item.key, item.code, {"spec": None, "origin": item.origin})
     return Candidate(item.name, item.spec_hash, render(item, registry), {"spec": item.to_dict()})
 

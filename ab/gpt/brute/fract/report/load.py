@@ -163,6 +163,8 @@ def _seeds_from_trials(model: str, by_epoch: dict[int, list]) -> list[dict]:
     seeds: dict[Any, dict] = {}
     for epoch in sorted(by_epoch):
         for i, t in enumerate(by_epoch[epoch]):
+            if isinstance(t.get("nn_gpt_fractal"), dict):  # our measurements (lemur/stats.py)
+                t = {**t, **t["nn_gpt_fractal"]}
             seed = t.get("seed", i)
             ts = t.get("train_stat") if isinstance(t.get("train_stat"), dict) else {}
             dur = _num(t.get("epoch_time_s"))  # NNEval's; nn-dataset's duration may count from the start
@@ -201,7 +203,7 @@ def read_manifest(folder: Path | None, warnings: list[str]) -> tuple[dict[str, d
 
 
 def read_db(path: Path, names: set[str] | None) -> tuple[dict[str, list[dict]], set[str]]:
-    """LEMUR DB stat rows as seed records (one per hyperparameter set) and the set of registered models.
+    """LEMUR DB stat rows as seed records (one per repeat of a hyperparameter set) and the registered models.
     Without `names`, takes the generator's models (names starting FractalNet/PlainNet)."""
     if not Path(path).is_file():
         raise ResultsError(f"LEMUR database {path} does not exist; drop --db or point it at db/ab.nn.db")
@@ -212,16 +214,19 @@ def read_db(path: Path, names: set[str] | None) -> tuple[dict[str, list[dict]], 
                 "SELECT s.nn, s.prm, s.epoch, s.accuracy, s.duration, t.train_loss, t.test_loss, "
                 "t.train_accuracy, t.samples_per_second, t.epoch_max FROM stat s "
                 "LEFT JOIN train_stat t ON t.stat_id = s.id "
-                "WHERE s.nn LIKE 'FractalNet%' OR s.nn LIKE 'PlainNet%' OR s.nn IN (SELECT value FROM json_each(?))",
+                "WHERE s.nn LIKE 'FractalNet%' OR s.nn LIKE 'PlainNet%' OR s.nn IN (SELECT value FROM json_each(?)) "
+                "ORDER BY s.rowid",
                 (json.dumps(sorted(names or [])),)).fetchall()
         finally:
             con.close()
     except sqlite3.Error as e:
         raise ResultsError(f"cannot read LEMUR database {path}: {e}") from None
     seeds: dict[str, dict[Any, dict]] = {}
+    seen: dict[tuple, int] = {}  # repeats of one hyperparameter set (seeds share nn-dataset's uid) per epoch
     for nn, prm, epoch, acc, dur, tl, vl, ta, ips, emax in rows:
-        s = seeds.setdefault(nn, {}).setdefault(prm, {"seed": len(seeds[nn]), "status": RUNNING, "message": "",
-                                                      "epochs": [], "epoch_max": emax})
+        k = seen[(nn, prm, epoch)] = seen.get((nn, prm, epoch), -1) + 1
+        s = seeds.setdefault(nn, {}).setdefault((prm, k), {"seed": len(seeds[nn]), "status": RUNNING, "message": "",
+                                                           "epochs": [], "epoch_max": emax})
         s["epochs"].append({"epoch": epoch, "accuracy": acc, "train_loss": tl, "val_loss": vl,
                             "train_accuracy": ta, "epoch_time_s": _num(dur) / 1e9, "images_per_s": ips})
     for by_prm in seeds.values():  # a trial that reached its epoch_max is complete

@@ -12,7 +12,9 @@ from typing import Iterator
 
 from .families import NONE
 from .catalog import Registry
-from .spec import HEADS, JOIN_RULES, KINDS, POOLS, ArchSpec
+from .spec import HEADS, JOIN_RULES, KINDS, POOLS, ArchSpec, larsson_rates
+
+LARSSON = "larsson"  # dropout value: Larsson et al.'s per-block schedule 0..0.4, scaled to the depth
 
 PAPER_CHANNELS = (64, 128, 256, 512, 512)
 
@@ -32,7 +34,7 @@ class Space:
     norm: tuple[str, ...] = (NONE, "bn", "inorm")
     act: tuple[str, ...] = ("relu", "gelu", "silu")
     order: tuple[str, ...] = ("conv-norm-act", "norm-act-conv")
-    dropout: tuple[float, ...] = (0.0, 0.2)
+    dropout: tuple[float | str, ...] = (0.0, 0.2)  # rates, and/or LARSSON
     join: tuple[str, ...] = ("mean", "max")
     local_drop: tuple[float, ...] = (0.15,)
     global_drop: tuple[float, ...] = (0.5,)
@@ -91,7 +93,9 @@ class Space:
                                  "and include conv, e.g. conv-norm-act")
         for name, lo, hi_open, label in (("dropout", 0.0, 1.0, "[0, 1)"), ("local_drop", 0.0, 1.0, "[0, 1)")):
             for v in getattr(self, name):
-                if not lo <= v < hi_open:
+                if name == "dropout" and v == LARSSON:
+                    continue
+                if isinstance(v, str) or not lo <= v < hi_open:
                     raise SpaceError(f"{name} {v} is outside {label}")
         for v in self.global_drop:
             if not 0.0 <= v <= 1.0:
@@ -114,12 +118,15 @@ class Space:
     def _spec(self, c: dict) -> ArchSpec:
         slots = {"conv": c["conv"], "norm": c["norm"], "act": c["act"]}
         layers = [slots[s] for s in c["order"].split("-") if slots[s] != NONE]
-        if c["dropout"] > 0:
-            layers.append("dropout")
         depth = c["depth"]
+        rates = larsson_rates(depth) if c["dropout"] == LARSSON else ()
+        rate = 0.0 if c["dropout"] == LARSSON else c["dropout"]
+        if rate > 0 or any(rates):
+            layers.append("dropout")
         sched = tuple(c["channels"])
         channels = (sched + (sched[-1],) * depth)[:depth]
-        common = dict(depth=depth, channels=channels, layers=tuple(layers), dropout=c["dropout"],
+        common = dict(depth=depth, channels=channels, layers=tuple(layers), dropout=rate,
+                      block_dropout=rates if any(rates) else (),
                       pool=c["pool"], head=c["head"])
         if self.kind == "plain":
             return ArchSpec(columns=1, kind="plain", plain_layers=max(c["plain_layers"], depth),

@@ -8,9 +8,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..lemur.names import config_name, join, num
 
 SPEC_VERSION = 1
 JOIN_RULES = ("mean", "sum", "max")
@@ -29,7 +30,8 @@ class ArchSpec:
 
     depth: number of blocks (FractalNet's N); columns: C (a fractal block's deepest path has 2**(C-1) ops).
     channels: output channels of each block (len == depth). layers: the ordered layer options of one
-    column op, e.g. ("conv3x3", "bn", "relu", "dropout"); "dropout" uses `dropout` as its rate.
+    column op, e.g. ("conv3x3", "bn", "relu", "dropout"); "dropout" uses `dropout` as its rate, or, when
+    `block_dropout` lists one rate per block (Larsson et al.'s schedule, see `larsson_rates`), block b's rate.
     kind "plain" is a non-fractal baseline: `plain_layers` ops in sequence, spread over `depth` blocks.
     """
 
@@ -45,6 +47,7 @@ class ArchSpec:
     head: str = "gap"
     kind: str = "fractal"
     plain_layers: int = 0
+    block_dropout: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -52,6 +55,7 @@ class ArchSpec:
         object.__setattr__(self, "dropout", float(self.dropout))
         object.__setattr__(self, "local_drop", float(self.local_drop))
         object.__setattr__(self, "global_drop", float(self.global_drop))
+        object.__setattr__(self, "block_dropout", tuple(float(p) for p in self.block_dropout))
         self.check()
 
     def check(self) -> None:
@@ -81,14 +85,23 @@ class ArchSpec:
             raise SpecError(f"a plain network needs columns=1 and plain_layers >= depth ({self.depth})")
         if self.kind == "fractal" and self.plain_layers:
             raise SpecError("plain_layers is only for kind='plain'")
-        if ("dropout" in self.layers) != (self.dropout > 0):
-            raise SpecError("layers contain 'dropout' exactly when dropout > 0")
+        if self.block_dropout:
+            if len(self.block_dropout) != self.depth or not all(0.0 <= p < 1.0 for p in self.block_dropout):
+                raise SpecError(f"block_dropout {self.block_dropout} must list {self.depth} rates in [0, 1)")
+            if self.dropout > 0 or not any(self.block_dropout):
+                raise SpecError("block_dropout needs dropout=0 and at least one rate > 0")
+        if ("dropout" in self.layers) != (self.dropout > 0 or bool(self.block_dropout)):
+            raise SpecError("layers contain 'dropout' exactly when dropout > 0 or block_dropout is set")
 
     # -- canonical forms -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["channels"] = list(self.channels)
         d["layers"] = list(self.layers)
+        if self.block_dropout:
+            d["block_dropout"] = list(self.block_dropout)
+        else:  # absent when unused: the hashes (and names) of specs made before it existed stay the same
+            del d["block_dropout"]
         d["spec_version"] = SPEC_VERSION
         return d
 
@@ -128,30 +141,43 @@ class ArchSpec:
 
     @property
     def name(self) -> str:
-        """Readable model name: configuration plus spec hash; a valid file and Python module name."""
+        """Readable model name in nn-dataset's grammar: configuration plus spec hash, no `_`."""
         return model_name(self)
+
+    def dropout_rates(self) -> tuple[float, ...]:
+        """The dropout rate the built model applies in each block (0 where it has no dropout)."""
+        if self.block_dropout:
+            return self.block_dropout
+        return (self.dropout if "dropout" in self.layers else 0.0,) * self.depth
 
     def replace(self, **changes: Any) -> "ArchSpec":
         return dataclasses.replace(self, **changes)
 
 
-def _num(x: float) -> str:
-    return f"{x:g}".replace(".", "p").replace("-", "m")
+LARSSON_RATES = (0.0, 0.1, 0.2, 0.3, 0.4)
+
+
+def larsson_rates(depth: int) -> tuple[float, ...]:
+    """Larsson et al.'s per-block dropout 0, 0.1, 0.2, 0.3, 0.4 (5 blocks) scaled to `depth` blocks: rising
+    linearly from 0 in the first block to 0.4 in the last (a single block gets 0)."""
+    if depth == 1:
+        return (0.0,)
+    top = LARSSON_RATES[-1]
+    return tuple(round(top * b / (depth - 1), 4) for b in range(depth))
 
 
 def model_name(spec: ArchSpec) -> str:
-    ops = "-".join(spec.layers)
+    """nn-dataset's grammar (no `_`), the paper's FractalNet-[configuration]: see lemur/names.py."""
     if spec.kind == "plain":
-        head = f"PlainNet_L{spec.plain_layers}_N{spec.depth}"
+        head = ["PlainNet", f"L{spec.plain_layers}", f"N{spec.depth}"]
     else:
-        head = f"FractalNet_N{spec.depth}_C{spec.columns}"
-    parts = [head, f"w{spec.channels[0]}", ops.replace("dropout", f"drop{_num(spec.dropout)}"),
-             f"{spec.join}", f"{spec.pool}pool", spec.head, spec.spec_hash]
-    name = "_".join(parts)
-    return re.sub(r"[^A-Za-z0-9_]", "_", name)
+        head = ["FractalNet", f"N{spec.depth}", f"C{spec.columns}"]
+    drop = "drop" + ("x".join(num(p) for p in spec.block_dropout) if spec.block_dropout else num(spec.dropout))
+    ops = [drop if layer == "dropout" else layer for layer in spec.layers]
+    return join(head + [f"w{spec.channels[0]}", *ops, spec.join, f"{spec.pool}pool", spec.head, spec.spec_hash])
 
 
 def result_name(model: str, task: str = "img-classification", dataset: str = "cifar-10",
                 metric: str = "acc") -> str:
     """The paper's result folder name, e.g. img-classification_cifar-10_acc_<Model>."""
-    return f"{task}_{dataset}_{metric}_{model}"
+    return config_name(model, task, dataset, metric)

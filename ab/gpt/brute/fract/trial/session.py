@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..lemur.system import train_stat_system
 from . import protocol
 from .jail import JailConfig, JailError, command
 from .protocol import FrameReader, ProtocolError, write_frame
@@ -258,7 +259,9 @@ class _Judge:
                "images_per_s": round(h["images"] / max(h["train_time_s"], 1e-9), 1),
                "peak_memory_mb": h["peak_memory_mb"], "train_time_s": h["train_time_s"],
                "gradient_norm": h["gradient_norm"], "duration_ns": prev + int(h["epoch_time_s"] * 1e9),
-               "self_reported": SELF_REPORTED}
+               "self_reported": SELF_REPORTED,
+               # nn-dataset's train_stat machine fields, measured here, outside the jail
+               "system": train_stat_system(self.info.get("device", "cpu"))}
         self.epochs.append(rec)
         if h["train_loss"] is None or val_loss is None:
             which = "training" if h["train_loss"] is None else "validation"
