@@ -88,8 +88,9 @@ def run_order(entries: list[Entry]) -> list[Entry]:
 
 def make_plan(entries: list[Entry], epochs: int, seeds: int = 1, train_images: int = CIFAR_TRAIN,
               test_images: int = CIFAR_TEST, rate: Callable[[ShapeClass], float] | None = None, workers: int = 1,
-              overhead_s: float = 0.0) -> Plan:
-    """The plan; `rate(shape)` gives achieved training FLOP/s per worker for a shape class (None: FLOPs only)."""
+              overhead_s: float = 0.0, checkpointing: bool = False) -> Plan:
+    """The plan; `rate(shape)` gives achieved training FLOP/s per worker for a shape class (None: FLOPs only).
+    With `checkpointing` the time estimate counts the forward pass that backward recomputes."""
     if epochs < 1 or seeds < 1 or train_images < 1 or test_images < 0 or workers < 1:
         raise ValueError("epochs, seeds, workers and training images must be >= 1")
     rows, rates = [], {}
@@ -104,7 +105,8 @@ def make_plan(entries: list[Entry], epochs: int, seeds: int = 1, train_images: i
         if rate is not None and shape is not None:
             if shape.key not in rates:
                 rates[shape.key] = float(rate(shape))
-            est = (train + ev) / rates[shape.key] + overhead_s * seeds
+            recompute = train * (TRAIN_FACTOR + 1) / TRAIN_FACTOR if checkpointing else train
+            est = (recompute + ev) / rates[shape.key] + overhead_s * seeds
         rows.append(Row(e.name, shape.key if shape else None, e.params, e.flops, train, ev, est))
     return Plan(rows, epochs, seeds, train_images, test_images, workers, rates, overhead_s)
 
@@ -176,3 +178,51 @@ def render(plan: Plan, echo: Callable[[str], None] = print, width: int = 160) ->
          f"{plan.train_images} training + {plan.test_images} test images; compute {_dur(plan.compute_s)}, "
          f"wall ~{_dur(plan.wall_s)} with {plan.workers} worker(s)"
          + (f"; no estimate for {len(plan.unknown)} model(s) without manifest FLOPs" if plan.unknown else ""))
+
+
+TRIAL_OVERHEAD_S = 1.0  # per trial: handing the model to a worker, importing it, loading data, writing results
+
+
+def plan_sweep(models: Path, out: Path, pattern: str | None = None, limit: int | None = None,
+               retry_failed: bool = False, epochs: int = 5, seeds: int = 1, batch: int = 16,
+               train_limit: int | None = None, test_limit: int | None = None, data_dir: str | None = None,
+               device: str = "auto", workers: int = 1, checkpointing: bool = False, calibrate: bool = True,
+               cache_path: Path | None = None,
+               overhead_s: float = TRIAL_OVERHEAD_S, echo: Callable[[str], None] = print) -> Plan:
+    """The plan of the sweep `NNEval` would run with these options (the same models, filter, limit and
+    resume rule), calibrated on this device unless `calibrate` is off. Trains nothing."""
+    import torch
+
+    from .. import results
+    from ..data import DataError, locate
+    from ..evaluate import discover
+    from .autotune import tune, worker_rate
+    from .cache import TuneCache
+
+    found = discover(models, pattern)
+    todo = [e for e in found
+            if (rec := results.load_run(out, e.name)) is None or (retry_failed and rec["status"] != "trained")]
+    if limit is not None:
+        todo = todo[:limit]
+    if len(todo) < len(found):
+        echo(f"{len(found) - len(todo)} model(s) already done or beyond --limit are not in the plan")
+    try:
+        n_train, n_test = count_images(locate(data_dir, download=False))
+    except DataError as e:
+        n_train, n_test = CIFAR_TRAIN, CIFAR_TEST
+        echo(f"image counts of full CIFAR-10 assumed ({e})")
+    n_train = min(n_train, train_limit) if train_limit else n_train
+    n_test = min(n_test, test_limit) if test_limit else n_test
+    entries = entries_from_manifest(models, [e.name for e in todo])
+    rate = None
+    if calibrate:
+        dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+        cache = TuneCache(cache_path)
+
+        def rate(shape: ShapeClass) -> float:
+            t = tune(shape, batch, dev, cache, packing=dev.type == "cpu" and workers > 1)
+            echo(f"{shape.key}: {t.reason}" + ("" if not t.cached else " (cached)"))
+            return worker_rate(t, shape, workers)
+
+    return make_plan(entries, epochs, seeds, n_train, n_test, rate, workers, overhead_s if calibrate else 0.0,
+                     checkpointing)
