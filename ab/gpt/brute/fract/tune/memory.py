@@ -9,9 +9,12 @@ the weights. Parameters and the optimizer's momentum are counted apart (`param_b
 switched off for the estimate: all columns run, the largest step a model can take. Not seen: kernel
 workspaces (e.g. im2col buffers of narrow fp32 convs on CPU) and the runtime's own memory.
 
-`checkpointing_decision(model, batch, device, share)` turns checkpointing on when the activation estimate
-without it exceeds `share` of the device's free memory (CUDA: free device memory; CPU: available RAM),
-and says why.
+`saved_tensor_bytes(model, batch)` counts what autograd saves in one training forward (saved-tensor hooks
+on a meta copy): within a few percent of the peak for these models, and the figure a generated model file
+computes by itself (`Net.saved_bytes` in the template) for its own default.
+
+`checkpointing_decision(model, batch, device, share)` turns checkpointing on when the saved bytes without
+it exceed `share` of the device's free memory (CUDA: free device memory; CPU: available RAM), and says why.
 """
 from __future__ import annotations
 
@@ -23,6 +26,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 DEFAULT_SHARE = 0.5  # checkpoint when one step's activations would take more than this share of free memory
+# what a generated model file assumes for the host's free memory on CPU (its allowlist bars reading it)
+CPU_MEMORY_GB = 8
+# the static AMP rule a model file applies by itself (the runner's autotuner measures instead): bf16 on CPU
+# once every conv has this many channels (measured on one CPU: narrower convs ran slower in bf16)
+CPU_AMP_MIN_CHANNELS = 16
 
 
 class _LiveBytes(TorchDispatchMode):
@@ -102,8 +110,8 @@ class StepMemory:
 
 def meta_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A copy whose parameters and buffers live on the meta device (the model itself is untouched)."""
-    if all(p.device.type == "meta" for p in model.parameters()):
-        return model
+    if all(t.device.type == "meta" for t in [*model.parameters(), *model.buffers()]):
+        return copy.deepcopy(model)
     memo: dict = {id(p): torch.nn.Parameter(p.detach().to("meta"), requires_grad=p.requires_grad)
                   for p in model.parameters()}
     memo.update({id(b): b.detach().to("meta") for b in model.buffers()})
@@ -149,6 +157,31 @@ def estimate_step(model: torch.nn.Module, batch: int, in_shape=(3, 32, 32), dtyp
     return StepMemory(batch, str(dtype).replace("torch.", ""), checkpointing, peak, saved, params * 8)
 
 
+def saved_tensor_bytes(model: torch.nn.Module, batch: int, in_shape=(3, 32, 32),
+                       dtype: torch.dtype = torch.float32) -> int:
+    """Bytes of the tensors autograd saves in one training forward of a meta copy (all columns, no
+    checkpointing; distinct tensors, parameters and buffers excluded), plus AMP's weight copies when `dtype`
+    is not fp32. The generated model file computes the same figure (`Net.saved_bytes`) for its own default."""
+    net = meta_copy(model)
+    _worst_case(net)
+    if hasattr(net, "grad_checkpoint"):
+        net.grad_checkpoint = False
+    net = net.to(dtype).train()
+    own = {id(t) for t in [*net.parameters(), *net.buffers()]}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if id(t) not in own:
+            seen[id(t)] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = net(torch.zeros((batch, *in_shape), device="meta", dtype=dtype))
+    weights = sum(p.numel() for p in net.parameters()) * (dtype.itemsize if dtype != torch.float32 else 0)
+    del out
+    return sum(seen.values()) + weights
+
+
 def free_bytes(device: torch.device | str) -> int:
     """Memory a new allocation can use now: CUDA free device memory, or the host's available RAM."""
     device = torch.device(device)
@@ -178,12 +211,14 @@ class Decision:
     def as_record(self) -> dict:
         """What a trial's stats keep: the decision, why, and the figures behind it."""
         return {"checkpointing": self.on, "checkpointing_reason": self.reason,
-                "activation_estimate_mb": round(self.estimate["activation_bytes"] / 2**20, 1),
+                "saved_tensors_mb": round(self.estimate["saved_tensor_bytes"] / 2**20, 1),
+                "step_peak_estimate_mb": round(self.estimate["activation_bytes"] / 2**20, 1),
                 "free_memory_mb": round(self.free_bytes / 2**20, 1), "checkpointing_share": self.share}
 
 
 def decide(activation_bytes: int, free: int, share: float = DEFAULT_SHARE) -> tuple[bool, str]:
-    """The rule alone: on when one step's activations exceed `share` of the free memory."""
+    """The rule alone: on when one step's activations exceed `share` of the free memory (the model file's
+    `auto_policies` applies the same comparison)."""
     budget = share * free
     mb = activation_bytes / 2**20
     if activation_bytes > budget:
@@ -194,10 +229,13 @@ def decide(activation_bytes: int, free: int, share: float = DEFAULT_SHARE) -> tu
 def checkpointing_decision(model: torch.nn.Module, batch: int, device: torch.device | str,
                            share: float = DEFAULT_SHARE, dtype: torch.dtype = torch.float32,
                            in_shape=(3, 32, 32), free: int | None = None) -> Decision:
-    """`--checkpointing auto` for one model: estimate without checkpointing, compare with free memory."""
+    """`--checkpointing auto` for one model: on when the tensors one training forward saves without
+    checkpointing (`saved_tensor_bytes`, the figure the model file's own default uses) exceed `share` of the
+    free memory. The record also keeps the step's estimated peak (`estimate_step`)."""
     if not 0 < share <= 1:
         raise ValueError(f"share={share} must be in (0, 1]")
+    saved = saved_tensor_bytes(model, batch, in_shape, dtype)
     est = estimate_step(model, batch, in_shape, dtype, checkpointing=False)
     free = free_bytes(device) if free is None else int(free)
-    on, reason = decide(est.activation_bytes, free, share)
-    return Decision(on, reason, est.as_dict(), free, share)
+    on, reason = decide(saved, free, share)
+    return Decision(on, reason, {**est.as_dict(), "saved_tensor_bytes": saved}, free, share)
