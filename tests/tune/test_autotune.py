@@ -72,7 +72,7 @@ def test_shape_classes():
 
 def test_cache_keying_reuse_and_reproducibility(tmp_path):
     cache = TuneCache(tmp_path / "tune.json")
-    kw = {"rounds": 1, "min_s": 0.02}
+    kw = {"rounds": 2, "min_s": 0.02}
     first = autotune.tune(TINY, 8, "cpu", cache, packing=False, probe_kw=kw)
     assert not first.cached and set(first.measured) == set(probe.variants("cpu"))
     assert all(v > 0 for v in first.measured.values())
@@ -86,6 +86,9 @@ def test_cache_keying_reuse_and_reproducibility(tmp_path):
     keys = sorted(data["entries"])
     assert len(keys) == 2 and all(device_model("cpu") in k and torch.__version__ in k for k in keys)
     assert f"variants | {cache_key('cpu', TINY.key, 8)}" in keys
+    stored = data["entries"][f"variants | {cache_key('cpu', TINY.key, 8)}"]
+    assert stored["measured"] == {v: max(r) for v, r in stored["rounds"].items()} == first.measured
+    assert stored["spread"] == first.spread == probe.spread(stored["rounds"])
     # figures edited in the cache decide: the decision is a function of the stored figures
     entry = data["entries"][f"variants | {cache_key('cpu', TINY.key, 8)}"]
     entry["measured"] = {"fp32": 10.0, "fp32+cl": 10.0, "bf16": 50.0, "bf16+cl": 10.0}
@@ -117,7 +120,12 @@ def test_packing_probe_runs_processes_side_by_side(tmp_path):
     assert rate == pytest.approx(t.packing[f"{t.workers}x{t.threads}"] / t.workers * 3 * forward_flops(TINY))
 
 
+def test_spread_is_the_noisiest_variant():
+    assert probe.spread({"a": [10, 10, 10], "b": [5, 10, 10]}) == 1.0
+    assert probe.spread({"a": [10, 10, 10], "b": [2, 5, 10]}) == 0.5
+
+
 def test_matmul_peak_and_variant_names():
     assert probe.variants("cpu") == ["fp32", "fp32+cl", "bf16", "bf16+cl"]
     assert probe.parse_variant("bf16+cl") == (torch.bfloat16, True)
-    assert probe.matmul_peak(torch.float32, "cpu", n=128, min_s=0.02) > 1e6
+    assert probe.matmul_peak(torch.float32, "cpu", n=128, min_s=0.05, window_s=0.01) > 1e6

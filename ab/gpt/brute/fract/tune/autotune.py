@@ -83,6 +83,7 @@ class Tuning:
     packing: dict = field(default_factory=dict)
     cached: bool = True
     probe_s: float = 0.0
+    spread: float | None = None  # median/best round of the noisiest variant when probed (1.0: quiet machine)
 
     def as_record(self) -> dict:
         """For a trial's stats: what was decided, why, and from which figures."""
@@ -105,18 +106,19 @@ def tune(shape: ShapeClass, batch: int, device: torch.device | str, cache: TuneC
     started = time.perf_counter()
 
     def measure_variants() -> dict:
-        return {"measured": probe.variant_throughput(shape, batch, device, **(probe_kw or {})),
+        runs = probe.variant_rounds(shape, batch, device, **(probe_kw or {}))
+        return {"measured": {v: max(r) for v, r in runs.items()}, "rounds": runs, "spread": probe.spread(runs),
                 "probed": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     entry, cached = cache.get_or_measure("variants", key, measure_variants)
     v = decide_variant(entry["measured"])
     tuning = Tuning(shape.key, device_model(device), torch.__version__, batch, v["amp"], v["amp_dtype"],
-                    v["channels_last"], v["reason"], entry["measured"], cached=cached)
+                    v["channels_last"], v["reason"], entry["measured"], cached=cached, spread=entry.get("spread"))
     if packing and device.type == "cpu":
         def measure_packing() -> dict:
-            figures = {packing_name(w, t): probe.packing_throughput(shape, batch, v["variant"], w, t)
-                       for w, t in probe.packings(usable_cores())}
-            return {"measured": figures, "probed": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            runs = probe.packing_rounds(shape, batch, v["variant"], probe.packings(usable_cores()))
+            return {"measured": {k: max(r) for k, r in runs.items()}, "rounds": runs, "spread": probe.spread(runs),
+                    "probed": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
         pentry, pcached = cache.get_or_measure("packing", f"{key} | {v['variant']}", measure_packing)
         p = decide_packing(pentry["measured"])
