@@ -10,7 +10,7 @@ from tests.eval.evalkit import generate, make_root, run_cli
 
 
 def entries():
-    spec = lambda ch, c: {"depth": len(ch), "columns": c, "channels": list(ch)}  # noqa: E731
+    spec = lambda ch, c: {"depth": len(ch), "columns": c, "channels": list(ch), "global_drop": 0.0}  # noqa: E731
     return [P.Entry("b", 2_000_000, 10, spec((16, 32), 2)), P.Entry("a", 5_000_000, 20, spec((32, 64), 3)),
             P.Entry("c", 2_000_000, 10, spec((16, 32), 2)), P.Entry("d", None)]
 
@@ -46,6 +46,17 @@ def test_time_estimate_and_wall_over_workers():
     assert "w32-64_c4" in text and "total:" in text and "2 worker(s)" in text
     with pytest.raises(ValueError, match="epochs"):
         P.make_plan(entries(), epochs=0)
+
+
+def test_drop_path_factor():
+    assert P.drop_path_factor({"columns": 3, "global_drop": 0.5}) == pytest.approx(0.5 + 0.5 / 3)
+    assert P.drop_path_factor({"columns": 1, "global_drop": 0.5}) == 1.0
+    assert P.drop_path_factor({"kind": "plain", "columns": 1, "global_drop": 0.5}) == 1.0
+    assert P.drop_path_factor(None) == 1.0
+    spec = {"depth": 1, "columns": 4, "channels": [16], "global_drop": 0.5}
+    p = P.make_plan([P.Entry("x", 10**6, 1, spec)], 1, train_images=100, test_images=0, rate=lambda s: 1e9)
+    assert p.rows[0].est_s == pytest.approx(3e8 * (0.5 + 0.125) / 1e9)
+    assert p.total_train_flops == 3e8  # the FLOP totals stay 3 x forward x images
 
 
 def test_entries_from_a_real_manifest(tmp_path):

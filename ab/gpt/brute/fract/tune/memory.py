@@ -129,7 +129,7 @@ def _worst_case(model: torch.nn.Module) -> None:
 
 
 def estimate_step(model: torch.nn.Module, batch: int, in_shape=(3, 32, 32), dtype: torch.dtype = torch.float32,
-                  checkpointing: bool = False, classes: int = 10) -> StepMemory:
+                  checkpointing: bool = False) -> StepMemory:
     """Peak memory of one training step of `model` at `batch`, in `dtype` (bf16/fp16 stands for AMP)."""
     net = meta_copy(model)
     _worst_case(net)

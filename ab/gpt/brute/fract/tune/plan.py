@@ -3,8 +3,9 @@
 Per model (FLOPs of one 32x32 forward pass from the generator's manifest):
     training FLOPs = TRAIN_FACTOR (3: forward + backward) x forward FLOPs x training images x epochs x seeds
     evaluation FLOPs = forward FLOPs x test images x epochs x seeds
-Time: FLOPs over the FLOP/s this device achieved on a synthetic stack of the model's shape class (the
-autotuner's probe, `calibrate`), plus a fixed start-up overhead per trial; the wall time spreads the trials
+Time: FLOPs (training FLOPs scaled by the share global drop-path leaves, `drop_path_factor`, and by 4/3
+when checkpointing recomputes the forward) over the FLOP/s this device achieved on a synthetic stack of
+the model's shape class (the autotuner's probe), plus a fixed start-up overhead per trial; the wall time spreads the trials
 over the workers longest first (the run order: descending FLOPs, ties by name). No training happens.
 """
 from __future__ import annotations
@@ -32,6 +33,16 @@ class Entry:
     @property
     def shape(self) -> ShapeClass | None:
         return shape_class_of_spec(self.spec) if self.spec else None
+
+
+def drop_path_factor(spec: dict | None) -> float:
+    """Expected share of the full network's training FLOPs under global drop-path: with probability
+    global_drop a step runs one random column, whose ops are on average 1/C of the block's (column j has
+    2**j of the 2**C - 1). Local drop-path, which skips a few more join inputs, is not counted."""
+    if not spec or spec.get("kind", "fractal") != "fractal":
+        return 1.0
+    c, g = int(spec.get("columns", 1)), float(spec.get("global_drop", 0.5))
+    return (1 - g) + g / c
 
 
 @dataclass
@@ -105,8 +116,10 @@ def make_plan(entries: list[Entry], epochs: int, seeds: int = 1, train_images: i
         if rate is not None and shape is not None:
             if shape.key not in rates:
                 rates[shape.key] = float(rate(shape))
-            recompute = train * (TRAIN_FACTOR + 1) / TRAIN_FACTOR if checkpointing else train
-            est = (recompute + ev) / rates[shape.key] + overhead_s * seeds
+            work = train * drop_path_factor(e.spec)
+            if checkpointing:  # backward runs each checkpointed forward again
+                work *= (TRAIN_FACTOR + 1) / TRAIN_FACTOR
+            est = (work + ev) / rates[shape.key] + overhead_s * seeds
         rows.append(Row(e.name, shape.key if shape else None, e.params, e.flops, train, ev, est))
     return Plan(rows, epochs, seeds, train_images, test_images, workers, rates, overhead_s)
 
