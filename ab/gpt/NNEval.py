@@ -113,10 +113,22 @@ def print_summary(outcome: SweepOutcome) -> None:
 @click.option("--unsafe-no-jail", is_flag=True, help="DEBUGGING ONLY, UNSAFE: train without the bubblewrap jail "
               "(model code can then read, write and run anything this user can)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
+@click.option("--plan", is_flag=True, help="print the sweep's FLOPs, time estimate and run order; train nothing")
+@click.option("--tune-cache", type=cli_util.Path(dir_okay=False, path_type=Path),
+              help="per-machine tuning cache [$NN_GPT_FRACTAL_TUNE_CACHE or ~/.cache/nn-gpt-fractal/tune.json]")
 def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform, seeds, seed, amp, checkpointing,
          channels_last, device, data_dir, train_limit, test_limit, out, db, no_register, fetch_lemur_db, workers,
-         executor, address, timeout, memory_gb, threads, save_best, retry_failed, unsafe_no_jail, quiet):
+         executor, address, timeout, memory_gb, threads, save_best, retry_failed, unsafe_no_jail, quiet, plan,
+         tune_cache):
     """Train generated models on CIFAR-10, write LEMUR-format results and register them in the DB."""
+    if plan:  # what the sweep would cost, calibrated on this device; nothing is trained or written
+        from ab.gpt.brute.fract.tune import plan as tplan
+
+        p = tplan.plan_sweep(models or models_dir(), out or new_lemur_dir(), pattern, limit, retry_failed, epochs,
+                             seeds, batch, train_limit, test_limit, data_dir, device, workers, checkpointing,
+                             cache_path=tune_cache, echo=lambda m: click.echo(m, err=True))
+        tplan.render(p, echo=click.echo)
+        return 0
     if address and executor != "ray":
         raise click.BadParameter("--address needs --executor ray", param_hint="--address")
     if executor == "ray":

@@ -75,8 +75,15 @@ def render(spec: ArchSpec, registry: Registry) -> str:
         spec=spec, spec_json=spec.to_json(), channels=repr(spec.channels),
         op_lines=op_lines(spec, registry), helpers=helpers(spec, registry),
         join_doc=join_doc, join_expr=join_expr, pool_expr=_POOL[spec.pool],
-        per_block=bool(spec.block_dropout), block_dropout=repr(spec.block_dropout),
+        per_block=bool(spec.block_dropout), block_dropout=repr(spec.block_dropout), **policy_constants(),
     )
+
+
+def policy_constants() -> dict:
+    """The model file's own auto-policy constants: the same rule and share as the runner's (tune/memory.py)."""
+    from .tune.memory import CPU_AMP_MIN_CHANNELS, CPU_MEMORY_GB, DEFAULT_SHARE
+
+    return {"amp_min_channels": CPU_AMP_MIN_CHANNELS, "checkpoint_share": DEFAULT_SHARE, "cpu_memory_gb": CPU_MEMORY_GB}
 
 
 def code_hash(code: str) -> str:

@@ -1,0 +1,1 @@
+"""Per-machine policies for training sweeps (issue 12): memory, probes, compile, halving, plan."""

@@ -1,0 +1,241 @@
+"""`NNEval --plan`: what a sweep will cost before it runs: FLOPs, a time estimate and the run order.
+
+Per model (FLOPs of one 32x32 forward pass from the generator's manifest):
+    training FLOPs = TRAIN_FACTOR (3: forward + backward) x forward FLOPs x training images x epochs x seeds
+    evaluation FLOPs = forward FLOPs x test images x epochs x seeds
+Time: FLOPs (training FLOPs scaled by the share global drop-path leaves, `drop_path_factor`, and by 4/3
+when checkpointing recomputes the forward) over the FLOP/s this device achieved on a synthetic stack of
+the model's shape class (the autotuner's probe), plus a fixed start-up overhead per trial; the wall time spreads the trials
+over the workers longest first (the run order: descending FLOPs, ties by name). No training happens.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .synthetic import ShapeClass, shape_class_of_spec
+
+TRAIN_FACTOR = 3  # training step ~ forward + backward (2 x forward)
+CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One model as the plan sees it: the manifest's name, forward FLOPs at 32x32, parameters, spec."""
+
+    name: str
+    flops: int | None
+    params: int | None = None
+    spec: dict | None = None
+
+    @property
+    def shape(self) -> ShapeClass | None:
+        return shape_class_of_spec(self.spec) if self.spec else None
+
+
+def drop_path_factor(spec: dict | None) -> float:
+    """Expected share of the full network's training FLOPs under global drop-path: with probability
+    global_drop a step runs one random column, whose ops are on average 1/C of the block's (column j has
+    2**j of the 2**C - 1). Local drop-path, which skips a few more join inputs, is not counted."""
+    if not spec or spec.get("kind", "fractal") != "fractal":
+        return 1.0
+    c, g = int(spec.get("columns", 1)), float(spec.get("global_drop", 0.5))
+    return (1 - g) + g / c
+
+
+@dataclass
+class Row:
+    name: str
+    shape: str | None
+    params: int | None
+    flops: int | None  # forward, one image
+    train_flops: int | None
+    eval_flops: int | None
+    est_s: float | None
+
+
+@dataclass
+class Plan:
+    rows: list[Row]  # in run order
+    epochs: int
+    seeds: int
+    train_images: int
+    test_images: int
+    workers: int
+    rates: dict[str, float] = field(default_factory=dict)  # shape class -> achieved FLOP/s per worker
+    overhead_s: float = 0.0
+
+    @property
+    def total_flops(self) -> int:
+        return sum((r.train_flops or 0) + (r.eval_flops or 0) for r in self.rows)
+
+    @property
+    def total_train_flops(self) -> int:
+        return sum(r.train_flops or 0 for r in self.rows)
+
+    @property
+    def compute_s(self) -> float:
+        return sum(r.est_s or 0.0 for r in self.rows)
+
+    @property
+    def wall_s(self) -> float:
+        """Longest-first list scheduling of the trials' estimates over the workers."""
+        loads = [0.0] * max(1, self.workers)
+        for r in self.rows:
+            heapq.heapreplace(loads, loads[0] + (r.est_s or 0.0))
+        return max(loads)
+
+    @property
+    def unknown(self) -> list[str]:
+        return [r.name for r in self.rows if r.est_s is None]
+
+
+def run_order(entries: list[Entry]) -> list[Entry]:
+    """Longest first by forward FLOPs (unknown FLOPs last), ties by name."""
+    return sorted(entries, key=lambda e: (e.flops is None, -(e.flops or 0), e.name))
+
+
+def make_plan(entries: list[Entry], epochs: int, seeds: int = 1, train_images: int = CIFAR_TRAIN,
+              test_images: int = CIFAR_TEST, rate: Callable[[ShapeClass], float] | None = None, workers: int = 1,
+              overhead_s: float = 0.0, checkpointing: bool = False) -> Plan:
+    """The plan; `rate(shape)` gives achieved training FLOP/s per worker for a shape class (None: FLOPs only).
+    With `checkpointing` the time estimate counts the forward pass that backward recomputes."""
+    if epochs < 1 or seeds < 1 or train_images < 1 or test_images < 0 or workers < 1:
+        raise ValueError("epochs, seeds, workers and training images must be >= 1")
+    rows, rates = [], {}
+    for e in run_order(entries):
+        shape = e.shape
+        if e.flops is None:
+            rows.append(Row(e.name, shape.key if shape else None, e.params, None, None, None, None))
+            continue
+        train = TRAIN_FACTOR * e.flops * train_images * epochs * seeds
+        ev = e.flops * test_images * epochs * seeds
+        est = None
+        if rate is not None and shape is not None:
+            if shape.key not in rates:
+                rates[shape.key] = float(rate(shape))
+            work = train * drop_path_factor(e.spec)
+            if checkpointing:  # backward runs each checkpointed forward again
+                work *= (TRAIN_FACTOR + 1) / TRAIN_FACTOR
+            est = (work + ev) / rates[shape.key] + overhead_s * seeds
+        rows.append(Row(e.name, shape.key if shape else None, e.params, e.flops, train, ev, est))
+    return Plan(rows, epochs, seeds, train_images, test_images, workers, rates, overhead_s)
+
+
+def entries_from_manifest(models_dir: Path, names: list[str] | None = None) -> list[Entry]:
+    """Entries of the manifest's valid records (optionally only `names`, in that order)."""
+    from ..manifest import Manifest
+
+    recs = {r["name"]: r for r in Manifest.load(Path(models_dir)).valid()}
+    chosen = names if names is not None else list(recs)
+    return [Entry(n, recs[n].get("flops"), recs[n].get("params"), recs[n].get("spec")) if n in recs
+            else Entry(n, None) for n in chosen]
+
+
+def count_images(batches_dir: Path) -> tuple[int, int]:
+    """(training images, test images) in a cifar-10-batches-py folder."""
+    from ..data import TEST_FILE, TRAIN_FILES, _read_batch
+
+    train = sum(len(_read_batch(Path(batches_dir) / f)[1]) for f in TRAIN_FILES)
+    return train, len(_read_batch(Path(batches_dir) / TEST_FILE)[1])
+
+
+def _si(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return "-"
+    for p, s in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= p:
+            return f"{x / p:.2f} {s}{unit}"
+    return f"{x:.0f} {unit}".rstrip()
+
+
+def _dur(s: float | None) -> str:
+    if s is None:
+        return "-"
+    h, rem = divmod(int(round(s)), 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s" if m else f"{s:.1f}s"
+
+
+def table_rows(plan: Plan) -> list[list[str]]:
+    return [[str(i), r.name, r.shape or "-", _si(r.params), _si(r.flops, "FLOP"), _si(r.train_flops, "FLOP"),
+             _dur(r.est_s)] for i, r in enumerate(plan.rows, 1)]
+
+
+def render(plan: Plan, echo: Callable[[str], None] = print, width: int = 160) -> None:
+    """The plan as a table (rich when installed, else plain columns) and the totals."""
+    head = ["#", "model", "shape class", "params", "forward", "training", "est. time"]
+    rows = table_rows(plan)
+    try:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"NNEval plan: {len(rows)} models x {plan.seeds} seed(s) x {plan.epochs} epoch(s)")
+        for h in head:
+            table.add_column(h, overflow="fold", justify="right" if h not in ("model", "shape class") else "left")
+        for row in rows:
+            table.add_row(*row)
+        console = Console(width=width, record=True)
+        with console.capture() as cap:
+            console.print(table)
+        echo(cap.get().rstrip("\n"))
+    except ImportError:
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+        for row in [head] + rows:
+            echo("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    for shape, r in sorted(plan.rates.items()):
+        echo(f"calibration {shape}: {_si(r, 'FLOP/s')} achieved per worker")
+    echo(f"total: {_si(plan.total_flops, 'FLOP')} ({_si(plan.total_train_flops, 'FLOP')} training) on "
+         f"{plan.train_images} training + {plan.test_images} test images; compute {_dur(plan.compute_s)}, "
+         f"wall ~{_dur(plan.wall_s)} with {plan.workers} worker(s)"
+         + (f"; no estimate for {len(plan.unknown)} model(s) without manifest FLOPs" if plan.unknown else ""))
+
+
+TRIAL_OVERHEAD_S = 1.0  # per trial: handing the model to a worker, importing it, loading data, writing results
+
+
+def plan_sweep(models: Path, out: Path, pattern: str | None = None, limit: int | None = None,
+               retry_failed: bool = False, epochs: int = 5, seeds: int = 1, batch: int = 16,
+               train_limit: int | None = None, test_limit: int | None = None, data_dir: str | None = None,
+               device: str = "auto", workers: int = 1, checkpointing: bool = False, calibrate: bool = True,
+               cache_path: Path | None = None,
+               overhead_s: float = TRIAL_OVERHEAD_S, echo: Callable[[str], None] = print) -> Plan:
+    """The plan of the sweep `NNEval` would run with these options (the same models, filter, limit and
+    resume rule), calibrated on this device unless `calibrate` is off. Trains nothing."""
+    import torch
+
+    from .. import results
+    from ..data import DataError, locate
+    from ..evaluate import discover
+    from .autotune import tune, worker_rate
+    from .cache import TuneCache
+
+    found = discover(models, pattern)
+    todo = [e for e in found
+            if (rec := results.load_run(out, e.name)) is None or (retry_failed and rec["status"] != "trained")]
+    if limit is not None:
+        todo = todo[:limit]
+    if len(todo) < len(found):
+        echo(f"{len(found) - len(todo)} model(s) already done or beyond --limit are not in the plan")
+    try:
+        n_train, n_test = count_images(locate(data_dir, download=False))
+    except DataError as e:
+        n_train, n_test = CIFAR_TRAIN, CIFAR_TEST
+        echo(f"image counts of full CIFAR-10 assumed ({e})")
+    n_train = min(n_train, train_limit) if train_limit else n_train
+    n_test = min(n_test, test_limit) if test_limit else n_test
+    entries = entries_from_manifest(models, [e.name for e in todo])
+    rate = None
+    if calibrate:
+        dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+        cache = TuneCache(cache_path)
+
+        def rate(shape: ShapeClass) -> float:
+            t = tune(shape, batch, dev, cache, packing=dev.type == "cpu" and workers > 1)
+            echo(f"{shape.key}: {t.reason}" + ("" if not t.cached else " (cached)"))
+            return worker_rate(t, shape, workers)
+
+    return make_plan(entries, epochs, seeds, n_train, n_test, rate, workers, overhead_s if calibrate else 0.0,
+                     checkpointing)

@@ -1,0 +1,92 @@
+"""The sweep plan: FLOP totals, run order, wall-time scheduling, and `NNEval --plan` on generated models."""
+import json
+
+import pytest
+
+from ab.gpt.brute.fract.manifest import Manifest
+from ab.gpt.brute.fract.tune import plan as P
+from ab.gpt.brute.fract.tune.synthetic import ShapeClass
+from tests.eval.evalkit import generate, make_root, run_cli
+
+
+def entries():
+    spec = lambda ch, c: {"depth": len(ch), "columns": c, "channels": list(ch), "global_drop": 0.0}  # noqa: E731
+    return [P.Entry("b", 2_000_000, 10, spec((16, 32), 2)), P.Entry("a", 5_000_000, 20, spec((32, 64), 3)),
+            P.Entry("c", 2_000_000, 10, spec((16, 32), 2)), P.Entry("d", None)]
+
+
+def test_totals_are_manifest_flops_times_factor():
+    es = entries()
+    p = P.make_plan(es, epochs=3, seeds=2, train_images=5000, test_images=1000)
+    fl = sum(e.flops for e in es if e.flops)
+    assert p.total_train_flops == fl * 3 * 5000 * 3 * 2
+    assert p.total_flops == fl * (3 * 5000 + 1000) * 3 * 2
+    assert [r.name for r in p.rows] == ["a", "b", "c", "d"]  # longest first, ties by name, unknown last
+    assert p.unknown == ["a", "b", "c", "d"]  # no calibration: FLOPs only
+    assert p.compute_s == 0
+
+
+def test_time_estimate_and_wall_over_workers():
+    rates = {"w16-32_c2": 1e9, "w32-64_c4": 2e9}
+    p = P.make_plan(entries(), epochs=1, train_images=1000, test_images=0, rate=lambda s: rates[s.key],
+                    workers=2, overhead_s=1.0)
+    est = {r.name: r.est_s for r in p.rows}
+    assert est["a"] == pytest.approx(3 * 5e6 * 1000 / 2e9 + 1) and est["b"] == pytest.approx(3 * 2e6 * 1000 / 1e9 + 1)
+    assert est["d"] is None and p.unknown == ["d"]
+    assert p.compute_s == pytest.approx(est["a"] + est["b"] + est["c"])
+    # longest first on 2 workers: a (8.5 s) on one, b then c (7 s each) on the other
+    assert p.wall_s == pytest.approx(est["b"] + est["c"])
+    assert P.make_plan(entries(), 1, rate=lambda s: rates[s.key], workers=1).wall_s == pytest.approx(
+        P.make_plan(entries(), 1, rate=lambda s: rates[s.key], workers=1).compute_s)
+    ck = P.make_plan(entries(), 1, train_images=1000, test_images=0, rate=lambda s: rates[s.key], checkpointing=True)
+    assert {r.name: r.est_s for r in ck.rows}["a"] == pytest.approx(4 * 5e6 * 1000 / 2e9)
+    lines = []
+    P.render(p, echo=lines.append)
+    text = "\n".join(lines)
+    assert "w32-64_c4" in text and "total:" in text and "2 worker(s)" in text
+    with pytest.raises(ValueError, match="epochs"):
+        P.make_plan(entries(), epochs=0)
+
+
+def test_drop_path_factor():
+    assert P.drop_path_factor({"columns": 3, "global_drop": 0.5}) == pytest.approx(0.5 + 0.5 / 3)
+    assert P.drop_path_factor({"columns": 1, "global_drop": 0.5}) == 1.0
+    assert P.drop_path_factor({"kind": "plain", "columns": 1, "global_drop": 0.5}) == 1.0
+    assert P.drop_path_factor(None) == 1.0
+    spec = {"depth": 1, "columns": 4, "channels": [16], "global_drop": 0.5}
+    p = P.make_plan([P.Entry("x", 10**6, 1, spec)], 1, train_images=100, test_images=0, rate=lambda s: 1e9)
+    assert p.rows[0].est_s == pytest.approx(3e8 * (0.5 + 0.125) / 1e9)
+    assert p.total_train_flops == 3e8  # the FLOP totals stay 3 x forward x images
+
+
+def test_entries_from_a_real_manifest(tmp_path):
+    m = Manifest.load(tmp_path)
+    m.add({"name": "x", "spec": {"depth": 1, "columns": 1, "channels": [8]}, "spec_hash": "h1", "status": "valid",
+           "flops": 123, "params": 7})
+    m.add({"name": "y", "spec": {}, "spec_hash": "h2", "status": "invalid", "reason": "bad"})
+    es = P.entries_from_manifest(tmp_path)
+    assert es == [P.Entry("x", 123, 7, {"depth": 1, "columns": 1, "channels": [8]})]
+    assert es[0].shape == ShapeClass((8,), 1)
+    assert P.entries_from_manifest(tmp_path, ["y", "x"])[0] == P.Entry("y", None)
+
+
+@pytest.mark.slow
+def test_nneval_plan_on_generated_models(tmp_path, cifar_dir):
+    root = make_root(tmp_path / "root")
+    out = root / "out" / "fractal"
+    names = generate(root, out, "--depth", "1-2", "--columns", "1-2", "--limit", "3")
+    flops = {r["name"]: r["flops"] for r in Manifest.load(out).valid()}
+    cache = tmp_path / "tune.json"
+    proc = run_cli("ab.gpt.NNEval", "--plan", "--models", str(out), "--data-dir", str(cifar_dir), "--epochs", "2",
+                   "--train-limit", "300", "--test-limit", "100", "--tune-cache", str(cache), "--threads", "1",
+                   cwd=root, env={"COLUMNS": "200"})
+    n_train = min(300, P.count_images(cifar_dir)[0])
+    total = sum(flops.values()) * (3 * n_train + 100) * 2
+    assert f"total: {P._si(total, 'FLOP')}" in proc.stdout
+    order = sorted(names, key=lambda n: (-flops[n], n))
+    pos = [proc.stdout.find(n[:40]) for n in order]
+    assert all(p >= 0 for p in pos) and pos == sorted(pos)
+    assert json.loads(cache.read_text())["entries"]  # calibration stored
+    assert not (root / "new_lemur").exists() and not (root / "db").exists()  # nothing trained or written
+    bad = run_cli("ab.gpt.NNEval", "--plan", "--models", str(tmp_path / "none"), cwd=root, check=False)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no models folder" in bad.stderr
