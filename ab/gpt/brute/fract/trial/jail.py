@@ -120,9 +120,10 @@ def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3) ->
     for d in _ab_dirs():
         bind("--ro-bind", d, d)
     cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", str(cfg.scratch), SCRATCH]
-    if cfg.cuda:
+    if cfg.cuda:  # the GPU device nodes, and /sys read-only for the CUDA driver's device discovery
         for dev in sorted(Path("/dev").glob("nvidia*")):
             cmd += ["--dev-bind", str(dev), str(dev)]
+        cmd += ["--ro-bind", "/sys", "/sys"]
     for name, host in cfg.data.items():
         bind("--ro-bind", str(Path(host).resolve()), f"{DATA}/{Path(host).name}")
     cmd += ["--chdir", SCRATCH, "--"]
