@@ -63,10 +63,18 @@ def source_roots() -> list[str]:
 
 
 def _ab_dirs() -> list[str]:
+    """The `ab` folders outside the virtualenv, and where `ab.gpt` really lies (an `ab/gpt` symlink, as in a
+    LEMUR root laid out like nn-dataset's checkout, points outside them)."""
     import ab
+    import ab.gpt
 
     venv = Path(sys.prefix).resolve()
-    return [str(Path(p).resolve()) for p in ab.__path__ if venv not in Path(p).resolve().parents]
+    dirs: list[Path] = []
+    for p in list(ab.__path__) + list(ab.gpt.__path__):
+        r = Path(p).resolve()
+        if venv not in r.parents and not any(r == d or d in r.parents for d in dirs):
+            dirs.append(r)
+    return [str(d) for d in dirs]
 
 
 def environment(cfg: JailConfig) -> dict[str, str]:
