@@ -110,6 +110,9 @@ def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3) ->
     for f in SYSTEM_FILES:
         if os.path.exists(f):
             cmd += ["--ro-bind", f, f]
+    # /proc, /dev and the tmpfs /tmp first: binds below may lie under /tmp (a checkout or venv there) and must
+    # be mounted on top of the tmpfs, not hidden by it
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     made: set[str] = set()
 
     def bind(kind: str, src: str, dest: str) -> None:
@@ -127,7 +130,7 @@ def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3) ->
         bind("--ro-bind", str(p), str(p))
     for d in _ab_dirs():
         bind("--ro-bind", d, d)
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", str(cfg.scratch), SCRATCH]
+    cmd += ["--bind", str(cfg.scratch), SCRATCH]
     if cfg.cuda:  # the GPU device nodes, and /sys read-only for the CUDA driver's device discovery
         for dev in sorted(Path("/dev").glob("nvidia*")):
             cmd += ["--dev-bind", str(dev), str(dev)]
