@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ab.gpt.brute.fract import data  # noqa: E402
 from ab.gpt.brute.fract.fractal_template import render  # noqa: E402
-from ab.gpt.brute.fract.registry import build_registry  # noqa: E402
-from ab.gpt.brute.fract.space import Space  # noqa: E402
+from ab.gpt.brute.fract.space.registry import build_registry  # noqa: E402
+from ab.gpt.brute.fract.space.space import Space  # noqa: E402
 from ab.gpt.brute.fract.trial import JailConfig, Trial, TrialLimits  # noqa: E402
 from ab.gpt.brute.fract.trial.executors import LocalExecutor  # noqa: E402
 from ab.gpt.brute.fract.trial.jail import model_uid  # noqa: E402

@@ -187,7 +187,7 @@ def test_invalid_models_are_reported_and_never_listed_valid(tmp_path):
     assert len(valid) == 1 and "conv3x3-relu" in valid[0]
     reasons = " | ".join(r["reason"] for r in recs.values() if r["status"] == "invalid")
     assert "syntax error" in reasons and "import of 'os' is not allowed" in reasons
-    assert "RuntimeError: Invalid channel dimensions" in reasons  # the shape error from the sandboxed forward
+    assert "RuntimeError: Invalid channel dimensions" in reasons  # the shape error from the jailed forward
     assert sorted(p.stem for p in out.glob("*.py")) == valid
     assert len(outcome.invalid) == 5
 

@@ -14,7 +14,7 @@ from ab.gpt.brute.fract.generate import file_intact
 from ab.gpt.brute.fract.lemur.names import is_lemur_name, migrated_name
 from ab.gpt.brute.fract.lemur.stats import EXTRA
 from ab.gpt.brute.fract.manifest import Manifest
-from ab.gpt.brute.fract.spec import ArchSpec
+from ab.gpt.brute.fract.space.spec import ArchSpec
 
 from .lemurkit import make_root, run_cli
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ab.gpt.brute.fract.lemur.names import code_model_name, config_name, is_lemur_name, migrated_name
-from ab.gpt.brute.fract.spec import ArchSpec, SpecError, larsson_rates
+from ab.gpt.brute.fract.space.spec import ArchSpec, SpecError, larsson_rates
 
 OLD = Path(__file__).parent / "old_scheme" / "models" / "manifest.jsonl"
 

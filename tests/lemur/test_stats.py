@@ -1,6 +1,6 @@
 """Stat records: nn-dataset's keys and types, the dropout the model applies, our measurements out of prm."""
 from ab.gpt.brute.fract.lemur.stats import EXTRA, importable, stat_trials, trial_prm
-from ab.gpt.brute.fract.spec import ArchSpec, larsson_rates
+from ab.gpt.brute.fract.space.spec import ArchSpec, larsson_rates
 
 CONFIG = {"lr": 0.01, "momentum": 0.9, "batch": 16, "epochs": 2, "transform": "norm_flip", "amp": False,
           "checkpointing": True, "device": "cpu", "dropout": 0.2}

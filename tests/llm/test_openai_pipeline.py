@@ -1,5 +1,5 @@
 """The OpenAI-compatible backend against a loopback server speaking the real chat-completions protocol,
-through the registered `llm` generator and the real generation pipeline (static checks, sandbox, manifest)."""
+through the registered `llm` generator and the real generation pipeline (static checks, jail, manifest)."""
 from __future__ import annotations
 
 import json

@@ -71,12 +71,17 @@ def train_trial(code: str, prepared: dict, timeout: float = 60, **over) -> Trial
     return Trial("train", code, train_config(**over), timeout, labels=prepared["test_y"])
 
 
+def driver_uids(pid: int, slots: int = 16) -> set[int]:
+    """The model uids of the jails of the driver process `pid` (see jail.model_uid)."""
+    return {UID_BASE + (pid % 1500) * 16 + k for k in range(slots)}
+
+
 def jail_data(prepared: dict) -> dict:
     return {k: prepared[k] for k in ("train_x", "train_y", "test_x")}
 
 
-def model_processes() -> list[int]:
-    """Host pids of processes running as a model uid (any jail of any driver)."""
+def model_processes(uids=None) -> list[int]:
+    """Host pids of live processes running as one of `uids` (default: any model uid of any driver)."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -87,7 +92,8 @@ def model_processes() -> list[int]:
         except OSError:
             continue
         uid = int(fields["Uid"].split()[0])
-        if UID_BASE <= uid < UID_BASE + 1500 * 16 and not fields["State"].strip().startswith("Z"):
+        mine = uid in uids if uids is not None else UID_BASE <= uid < UID_BASE + 1500 * 16
+        if mine and not fields["State"].strip().startswith("Z"):
             found.append(int(name))
     return found
 

@@ -8,6 +8,7 @@ SRC (the package source folder, visible read-only in the jail).
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from ab.gpt.brute.fract.space import codecheck
 from ab.gpt.brute.fract.trial import TrialLimits
 from ab.gpt.brute.fract.trial.executors import LocalExecutor
 
-from .kit import INNOCENT, Listener, canaries, jail_data, model, model_processes, train_trial
+from .kit import INNOCENT, Listener, canaries, driver_uids, jail_data, model, model_processes, train_trial
 
 SECRET = "S3CRET-fractal-test-token"
 REPO = Path(__file__).resolve().parents[2]
@@ -163,7 +164,8 @@ def test_hostile_model_is_contained(name, env, prepared, alone):
     assert {p: p.read_text() for p in files} == files, "a canary changed"
     assert not list(Path(ab.__path__[0]).glob("planted*"))
     assert listener.connections == 0
-    assert model_processes() == [], "a model process outlived its trial"
+    mine = {c.uid for c in ex.configs}
+    assert model_processes(mine) == [], "a model process outlived its trial"
 
 
 def test_kill_9_of_the_driver_leaves_no_jailed_process(prepared, tmp_path):
@@ -185,16 +187,17 @@ def test_kill_9_of_the_driver_leaves_no_jailed_process(prepared, tmp_path):
         ex.submit(train_trial({code!r}, prepared, timeout=600)).result()
     """))
     proc = subprocess.Popen([sys.executable, str(script)], cwd=REPO)
+    uids = driver_uids(proc.pid)
     deadline = time.monotonic() + 120
-    while len(model_processes()) < 3 and time.monotonic() < deadline and proc.poll() is None:
+    while len(model_processes(uids)) < 3 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
-    assert len(model_processes()) >= 3, "the model and its children never started"
+    assert len(model_processes(uids)) >= 3, "the model and its children never started"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 10
-    while (model_processes() or _bwraps(tmp_path)) and time.monotonic() < deadline:
+    while (model_processes(uids) or _bwraps(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert model_processes() == [] and _bwraps(tmp_path) == []
+    assert model_processes(uids) == [] and _bwraps(tmp_path) == []
 
 
 def _bwraps(tmp_path: Path) -> list[int]:
@@ -207,6 +210,3 @@ def _bwraps(tmp_path: Path) -> list[int]:
         if str(tmp_path / "jails").encode() in cmd:
             found.append(int(name))
     return found
-
-
-import json  # noqa: E402 - used in the driver script above

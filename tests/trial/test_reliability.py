@@ -19,7 +19,7 @@ from ab.gpt.brute.fract.trial import JailError, TrialLimits
 from ab.gpt.brute.fract.trial.executors import LocalExecutor
 from ab.gpt.brute.fract.trial.session import STDERR_TAIL
 
-from .kit import INNOCENT, jail_data, model, model_processes, train_trial
+from .kit import INNOCENT, driver_uids, jail_data, model, model_processes, train_trial
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,7 +84,7 @@ def test_a_model_killed_from_outside_is_recorded_as_killed_and_retried(root, cif
     def killer() -> None:
         seen = None
         while not killed and not over.is_set():
-            pids = model_processes()
+            pids = model_processes(driver_uids(os.getpid()))  # this process's jails only
             seen = (seen or time.monotonic()) if pids else None
             if seen and time.monotonic() - seen > 0.5:  # inside learn()
                 for pid in pids:
@@ -173,7 +173,7 @@ def test_a_malformed_message_fails_only_its_trial(name, prepared):
     assert bad.status == "error" and bad.message.startswith("protocol error"), bad
     assert after.status == "trained" and after.epochs == [
         {**e, **{k: after.epochs[0][k] for k in ("epoch_time_s", "train_time_s", "images_per_s",
-                                                  "peak_memory_mb", "duration_ns")}} for e in alone.epochs]
+                                                  "peak_memory_mb", "duration_ns", "system")}} for e in alone.epochs]
 
 
 def test_the_driver_keeps_only_a_bounded_tail_of_a_jails_stderr(prepared):

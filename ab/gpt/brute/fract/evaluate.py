@@ -153,8 +153,8 @@ def seed_result(name: str, seed: int, conf: dict, res: TrialResult, resumed: int
 class Bars:
     """A sweep bar plus one bar per running trial, fed from the trials' progress events."""
 
-    def __init__(self, total: int, quiet: bool) -> None:
-        self.quiet = quiet
+    def __init__(self, total: int, quiet: bool, epochs: int = 1) -> None:
+        self.quiet, self.epochs = quiet, epochs
         self.sweep = tqdm(total=total, desc="sweep", unit="model", disable=quiet, dynamic_ncols=True)
         self.trials: dict[str, tqdm] = {}
         self.latest: dict[str, dict] = {}  # written by executor threads, read by poll()
@@ -171,10 +171,10 @@ class Bars:
         for key, p in list(self.latest.items()):
             bar = self.trials.get(key)
             if bar is None:
-                bar = self.trials[key] = tqdm(total=p["epochs"] * p["batches"] if "epochs" in p else None,
-                                              desc=key[:48], unit="batch", leave=False, dynamic_ncols=True)
+                bar = self.trials[key] = tqdm(total=self.epochs * p["batches"], desc=key[:48], unit="batch",
+                                              leave=False, dynamic_ncols=True)
             done = max(0, (p["epoch"] - 1) * p["batches"] + p["batch"]) if p["epoch"] else 0
-            bar.set_postfix_str(f"epoch {p['epoch']}", refresh=False)
+            bar.set_postfix_str(f"epoch {p['epoch']}/{self.epochs}", refresh=False)
             bar.update(max(0, done - bar.n))  # a resumed trial starts past zero
 
     def finish_trial(self, key: str) -> None:
@@ -311,7 +311,7 @@ def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome) -> None
     threads = cfg.threads or (1 if cfg.executor == "ray" and not cuda else max(1, (os.cpu_count() or 1) // workers))
     # no address-space limit on CUDA: the driver maps far more virtual memory than it uses
     limits = TrialLimits(cpu_s=int(cfg.timeout * max(threads, 1)) + 120, memory_gb=None if cuda else cfg.memory_gb)
-    bars = Bars(len(todo), cfg.quiet)
+    bars = Bars(len(todo), cfg.quiet, cfg.epochs)
     pending: dict[Future, tuple[ModelEntry, int, Path, dict, int]] = {}
     seeds_of: dict[str, list[dict]] = {}
     codes: dict[str, str] = {}

@@ -63,10 +63,18 @@ def source_roots() -> list[str]:
 
 
 def _ab_dirs() -> list[str]:
+    """The `ab` folders outside the virtualenv, and where `ab.gpt` really lies (an `ab/gpt` symlink, as in a
+    LEMUR root laid out like nn-dataset's checkout, points outside them)."""
     import ab
+    import ab.gpt
 
     venv = Path(sys.prefix).resolve()
-    return [str(Path(p).resolve()) for p in ab.__path__ if venv not in Path(p).resolve().parents]
+    dirs: list[Path] = []
+    for p in list(ab.__path__) + list(ab.gpt.__path__):
+        r = Path(p).resolve()
+        if venv not in r.parents and not any(r == d or d in r.parents for d in dirs):
+            dirs.append(r)
+    return [str(d) for d in dirs]
 
 
 def environment(cfg: JailConfig) -> dict[str, str]:
@@ -102,6 +110,9 @@ def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3) ->
     for f in SYSTEM_FILES:
         if os.path.exists(f):
             cmd += ["--ro-bind", f, f]
+    # /proc, /dev and the tmpfs /tmp first: binds below may lie under /tmp (a checkout or venv there) and must
+    # be mounted on top of the tmpfs, not hidden by it
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     made: set[str] = set()
 
     def bind(kind: str, src: str, dest: str) -> None:
@@ -119,10 +130,11 @@ def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3) ->
         bind("--ro-bind", str(p), str(p))
     for d in _ab_dirs():
         bind("--ro-bind", d, d)
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", str(cfg.scratch), SCRATCH]
-    if cfg.cuda:
+    cmd += ["--bind", str(cfg.scratch), SCRATCH]
+    if cfg.cuda:  # the GPU device nodes, and /sys read-only for the CUDA driver's device discovery
         for dev in sorted(Path("/dev").glob("nvidia*")):
             cmd += ["--dev-bind", str(dev), str(dev)]
+        cmd += ["--ro-bind", "/sys", "/sys"]
     for name, host in cfg.data.items():
         bind("--ro-bind", str(Path(host).resolve()), f"{DATA}/{Path(host).name}")
     cmd += ["--chdir", SCRATCH, "--"]
