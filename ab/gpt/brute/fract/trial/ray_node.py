@@ -1,0 +1,146 @@
+"""The node side of a Ray trial: no file of the driver is needed here.
+
+`run_trial` is the body of one Ray streaming task. It gets the trial (code text, config, resume state as
+bytes) and a handle on the dataset, materialises the dataset once per node into a node-local cache folder
+(keyed by the content hash; fetched from the object store only when that folder is missing), runs the trial
+in a jail on this node, and yields every frame the jail sends, unjudged, to the driver: the driver alone
+holds the test labels, scores the logits and keeps the state (ray_executor.py). Progress frames are
+thinned to at most one every PROGRESS_EVERY seconds.
+
+Items yielded: ("start", {node, pid, cached}), ("frame", header, payloads) ..., then one of
+("exit", exit_info, stderr_tail) (the jail ran to its end: the driver's judge decides) or
+("failed", status, message) (timed out, a malformed stream, no jail could start).
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import queue
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from . import protocol
+from .jail import JailConfig, JailError, model_uid
+from .protocol import ProtocolError
+from .session import Jail, Trial, TrialLimits, TrialResult
+
+CACHE_ENV = "NN_GPT_FRACTAL_NODE_CACHE"
+PROGRESS_EVERY = 0.5
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "nn-gpt-fractal-node-cache")
+
+
+def digest_of(blobs: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(blobs):
+        h.update(f"{name}:{len(blobs[name])}:".encode())
+        h.update(blobs[name])
+    return h.hexdigest()[:32]
+
+
+def node_data(digest: str, names: dict[str, str], holder: list) -> tuple[dict[str, str], bool]:
+    """({key: node-local file}, whether it was already cached). `names`: key -> file name; `holder[0]` is the
+    ObjectRef of {key: bytes}, fetched only when this node has no complete copy yet."""
+    root = cache_root()
+    folder = root / digest
+    paths = {k: str(folder / n) for k, n in names.items()}
+    done = folder / ".complete"
+    if done.exists():
+        return paths, True
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{digest}.lock", "w") as lock:  # tasks of one node materialise it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return paths, True
+        import ray
+
+        blobs = ray.get(holder[0])
+        if digest_of(blobs) != digest or set(blobs) != set(names):
+            raise ValueError("the dataset from the object store does not match its content hash")
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, n in names.items():
+            tmp = folder / f".{n}.tmp"
+            tmp.write_bytes(blobs[k])
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, folder / n)
+        done.touch()
+    return paths, False
+
+
+class _Relay:
+    """Stands in for the driver's judge inside `Jail.run`: queues each frame for the driver."""
+
+    def __init__(self, out: queue.Queue) -> None:
+        self.out, self.frames, self.epochs = out, 0, []
+        self.pending_progress: tuple | None = None
+        self.last_progress = 0.0
+
+    def take(self, header: dict, payloads: list[bytes]) -> None:
+        self.frames += 1
+        if self.frames > protocol.Limits().max_frames:
+            raise ProtocolError("too many messages")
+        if header.get("type") == "progress":
+            self.pending_progress = (header, payloads)
+            if time.monotonic() - self.last_progress >= PROGRESS_EVERY:
+                self.flush()
+            return
+        self.flush()
+        self.out.put(("frame", header, payloads))
+
+    def flush(self) -> None:
+        if self.pending_progress is not None:
+            self.out.put(("frame", *self.pending_progress))
+            self.pending_progress = None
+            self.last_progress = time.monotonic()
+
+    def finish(self, exit_info: dict | None, tail: str) -> TrialResult:
+        self.flush()
+        self.out.put(("exit", exit_info, tail))
+        return TrialResult("relayed")
+
+
+def _jailed(trial: Trial, limits: TrialLimits, data: dict[str, str], threads: int, cuda: bool,
+            out: queue.Queue) -> None:
+    """Thread body: the jail is started from here and dies with this thread (bwrap --die-with-parent)."""
+    relay = _Relay(out)
+    try:
+        with tempfile.TemporaryDirectory(prefix="fractal-ray-jail-") as tmp:
+            jail = Jail(JailConfig(scratch=Path(tmp) / "jail", data=data, threads=threads, uid=model_uid(0), cuda=cuda))
+            try:
+                res = jail.run(trial, limits, judge=relay)
+            finally:
+                jail.close()
+        if res.status != "relayed":
+            relay.flush()
+            out.put(("failed", res.status, res.message))
+    except JailError as e:
+        out.put(("failed", "error", str(e)))
+    except Exception as e:  # noqa: BLE001 - reported to the driver as the trial's error
+        out.put(("failed", "error", f"node: {type(e).__name__}: {e}"))
+
+
+def run_trial(trial: Trial, limits: TrialLimits, digest: str, names: dict[str, str], holder: list,
+              threads: int, cuda: bool):
+    """Ray streaming task body (see the module docstring)."""
+    import ray
+
+    try:
+        data, cached = node_data(digest, names, holder) if names else ({}, True)
+    except Exception as e:  # noqa: BLE001
+        yield ("failed", "error", f"node: cannot materialise the dataset: {type(e).__name__}: {e}")
+        return
+    yield ("start", {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "cached": cached})
+    out: queue.Queue = queue.Queue()
+    worker = threading.Thread(target=_jailed, args=(trial, limits, data, threads, cuda, out), daemon=True)
+    worker.start()
+    while True:
+        item = out.get()
+        yield item
+        if item[0] in ("exit", "failed"):
+            break
+    worker.join()
