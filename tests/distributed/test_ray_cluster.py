@@ -1,0 +1,176 @@
+"""NNEval on a real 3-node Ray cluster (head with 0 CPUs, two 1-CPU worker nodes) whose worker nodes cannot
+see the driver's files: the LEMUR root's out/, new_lemur/, db/ and the data folder are empty tmpfs mounts in
+their mount namespaces. Everything a trial needs goes through Ray; everything it yields comes back.
+
+A clean sweep trains all models with stat files and DB rows on the driver side. A sweep that loses a worker
+node (its processes killed by PID) mid-trial finishes its trials on the other node from their last epoch,
+with the same per-epoch records as the clean sweep (fixed seed, one thread: deterministic), none lost or
+duplicated. A driver killed with -9 leaves no trial running, and its rerun completes from the saved epochs.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.distributed.cluster import LocalCluster, node_env
+from tests.eval.evalkit import REPO, generate, make_root, run_cli
+from tests.eval.test_eval_sweep import check_results, model_names
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 3
+ARGS = ["--epochs", str(EPOCHS), "--train-limit", "512", "--test-limit", "128", "--threads", "1", "-q",
+        "--executor", "ray", "--order", "file"]
+PLACED = re.compile(r"^ray: (\S+) s0 on node (\w+) pid (\d+) from epoch (\d+)( \(dataset cached there now\))?$", re.M)
+LOST = re.compile(r"^ray: (\S+) s0 lost \((\w+)\); restarting from epoch (\d+)$", re.M)
+DATA_FILES = {"train_x.npy", "train_y.npy", "test_x.npy"}
+
+
+@pytest.fixture(scope="module")
+def lemur(tmp_path_factory) -> Path:
+    """A LEMUR root with four tiny models of different sizes in out/fractal."""
+    root = make_root(tmp_path_factory.mktemp("ray-root"))
+    names = generate(root, root / "out" / "fractal", "--depth", "1-2", "--columns", "1-2", "--limit", "4")
+    assert len(names) == 4
+    for d in ("new_lemur", "db"):
+        (root / d).mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster(lemur, cifar_dir, tmp_path_factory):
+    c = LocalCluster(tmp_path_factory.mktemp("ray-nodes"),
+                     hide=[lemur / "out", lemur / "new_lemur", lemur / "db", Path(cifar_dir)])
+    try:
+        c.start(workers=2)
+        yield c
+    finally:
+        c.stop()
+
+
+def nneval(root: Path, cluster: LocalCluster, out: str, db: str, *more: str, cifar: Path) -> list[str]:
+    return ["-m", "ab.gpt.NNEval", *ARGS, "--address", cluster.address, "--out", str(root / "new_lemur" / out),
+            "--db", str(root / "db" / db), "--data-dir", str(cifar), *more]
+
+
+def run_nneval(root, cluster, out, db, cifar) -> subprocess.CompletedProcess:
+    args = nneval(root, cluster, out, db, cifar=cifar)
+    return run_cli(args[1], *args[2:], cwd=root, env=node_env(), timeout=600)
+
+
+def epochs_of(out: Path) -> dict[str, list[tuple]]:
+    """Per model: (epoch, accuracy, train loss, val loss, train accuracy) of each finished epoch."""
+    res = {}
+    for f in sorted((out / "runs").glob("*.json")):
+        run = json.loads(f.read_text())
+        res[run["name"]] = [(e["epoch"], e["accuracy"], e["train_loss"], e["val_loss"], e["train_accuracy"])
+                            for e in run["seeds"][0]["epochs"]]
+    return res
+
+
+def stat_epochs(out: Path, name: str) -> dict[int, list[float]]:
+    folder = out / "stat" / "train" / f"img-classification_cifar-10_acc_{name}"
+    return {int(p.stem): [t["accuracy"] for t in json.loads(p.read_text())] for p in folder.glob("*.json")}
+
+
+def db_stats(db: Path) -> dict[str, list[tuple]]:
+    """Per model: (epoch, accuracy) of its rows in nn-dataset's `stat` table."""
+    with sqlite3.connect(db) as c:
+        rows = c.execute("select nn, epoch, accuracy from stat order by nn, epoch").fetchall()
+    out: dict[str, list[tuple]] = {}
+    for nn, epoch, acc in rows:
+        out.setdefault(nn, []).append((epoch, acc))
+    return out
+
+
+@pytest.fixture(scope="module")
+def clean(lemur, cluster, cifar_dir):
+    proc = run_nneval(lemur, cluster, "clean", "clean.db", cifar_dir)
+    return lemur / "new_lemur" / "clean", proc
+
+
+def test_sweep_runs_on_nodes_that_see_none_of_the_driver_files(lemur, cluster, clean, cifar_dir):
+    out, proc = clean
+    names = model_names(lemur / "out" / "fractal")
+    assert "4 evaluated (trained 4)" in proc.stdout, proc.stderr
+    check_results(out, names, epochs=EPOCHS)
+    stats = db_stats(lemur / "db" / "clean.db")
+    assert sorted(stats) == names and all([e for e, _ in v] == [1, 2, 3] for v in stats.values())
+    placed = PLACED.findall(proc.stderr)
+    assert sorted(p[0] for p in placed) == names and all(p[3] == "0" for p in placed)  # one placement each
+    assert len({p[1] for p in placed}) == 2, "both worker nodes trained"
+    assert sum(bool(p[4]) for p in placed) == 2, "the dataset was materialised once per node"
+
+    # the worker nodes really lack the driver's files, and hold the dataset (never the labels) in their cache
+    driver_cache = next((lemur / "out" / "cache").glob("cifar-10-*"))
+    for name in ("worker1", "worker2"):
+        raylet = min(cluster.pids(name) - {cluster.nodes[name].pid})
+        seen = subprocess.run(["nsenter", "-t", str(raylet), "-m", "ls", "-A", str(lemur / "out"),
+                               str(lemur / "new_lemur"), str(lemur / "db"), str(cifar_dir)],
+                              capture_output=True, text=True, check=True).stdout
+        assert not [ln for ln in seen.splitlines() if ln and not ln.endswith(":")], seen
+        cached = [d for d in (cluster.base / name / "cache").iterdir() if d.is_dir()]
+        assert len(cached) == 1
+        assert {p.name for p in cached[0].glob("*.npy")} == DATA_FILES
+        for f in DATA_FILES:
+            assert (cached[0] / f).read_bytes() == (driver_cache / f).read_bytes()
+
+
+def _placements(text: str, cluster: LocalCluster, where: dict) -> None:
+    for model, _node, pid, _epoch, _cached in PLACED.findall(text):
+        node = cluster.node_of(int(pid))
+        if node is not None:
+            where[model] = node
+
+
+def test_a_lost_node_costs_no_epoch(lemur, cluster, clean, cifar_dir, tmp_path):
+    """Kill one worker node's processes while it trains a model with an epoch done: that model finishes on
+    the other node from that epoch; the records equal the clean run's."""
+    clean_out, _ = clean
+    names = model_names(lemur / "out" / "fractal")
+    out = lemur / "new_lemur" / "lost"
+    log = tmp_path / "driver.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, *nneval(lemur, cluster, "lost", "lost.db", cifar=cifar_dir)],
+                                cwd=lemur, env={**node_env(), "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                                stderr=err, text=True)
+    where: dict[str, str] = {}
+    victim = None
+    deadline = time.monotonic() + 300
+    while victim is None and proc.poll() is None and time.monotonic() < deadline:
+        _placements(log.read_text(), cluster, where)
+        for model, node in where.items():
+            hist = out / ".work" / model / "seed0" / "history.json"
+            try:
+                done = len(json.loads(hist.read_text())["history"])
+            except (OSError, ValueError):
+                continue
+            if 1 <= done < EPOCHS:
+                victim = (model, node, done)
+                break
+        time.sleep(0.05)
+    assert victim is not None, f"no trial with an epoch done seen in time: {log.read_text()}"
+    model, node, done = victim
+    cluster.kill_node(node)
+    stdout, _ = proc.communicate(timeout=400)
+    text = log.read_text()
+    assert proc.returncode == 0 and "4 evaluated (trained 4)" in stdout, text
+    lost = [m for m in LOST.findall(text) if m[0] == model]
+    assert lost and int(lost[0][2]) >= done, text  # restarted from its last epoch the driver had
+    resumed = [p for p in PLACED.findall(text) if p[0] == model and p[3] != "0"]
+    assert resumed and int(resumed[0][3]) == int(lost[0][2]), text
+
+    check_results(out, names, epochs=EPOCHS)
+    assert epochs_of(out) == epochs_of(clean_out)  # same epochs, same numbers, nothing lost or duplicated
+    for n in names:
+        assert stat_epochs(out, n) == stat_epochs(clean_out, n)
+        assert all(len(v) == 1 for v in stat_epochs(out, n).values())
+    assert db_stats(lemur / "db" / "lost.db") == db_stats(lemur / "db" / "clean.db")
+    assert not (out / ".work").exists()
