@@ -130,34 +130,75 @@ def _placements(text: str, cluster: LocalCluster, where: dict) -> None:
             where[model] = node
 
 
+def _wait_for_epoch(proc, log: Path, out: Path, cluster: LocalCluster) -> tuple[str, str, int]:
+    """(model, node, epochs done) of a trial that has at least one epoch at the driver and is not finished."""
+    where: dict[str, str] = {}
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        _placements(log.read_text(), cluster, where)
+        for model, node in where.items():
+            try:
+                done = len(json.loads((out / ".work" / model / "seed0" / "history.json").read_text())["history"])
+            except (OSError, ValueError):
+                continue
+            if 1 <= done < EPOCHS:
+                return model, node, done
+        time.sleep(0.05)
+    raise AssertionError(f"no trial with an epoch done seen in time: {log.read_text()}")
+
+
+def _start(lemur, cluster, cifar_dir, name: str, log: Path) -> subprocess.Popen:
+    with open(log, "a") as err:
+        return subprocess.Popen([sys.executable, *nneval(lemur, cluster, name, f"{name}.db", cifar=cifar_dir)],
+                                cwd=lemur, env={**node_env(), "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                                stderr=err, text=True)
+
+
+def _jails(cluster: LocalCluster) -> list[int]:
+    return [pid for name in cluster.nodes for pid in cluster.pids(name)
+            if Path(f"/proc/{pid}/comm").exists() and Path(f"/proc/{pid}/comm").read_text().strip() == "bwrap"]
+
+
+def _same_as_clean(out: Path, clean_out: Path, db: Path, names: list[str]) -> None:
+    check_results(out, names, epochs=EPOCHS)
+    assert epochs_of(out) == epochs_of(clean_out)  # same epochs, same numbers, nothing lost or duplicated
+    for n in names:
+        assert stat_epochs(out, n) == stat_epochs(clean_out, n)
+        assert all(len(v) == 1 for v in stat_epochs(out, n).values())
+    assert db_stats(db) == db_stats(clean_out.parent.parent / "db" / "clean.db")
+    assert not (out / ".work").exists()
+
+
+def test_driver_kill_9_stops_the_trials_and_the_rerun_resumes(lemur, cluster, clean, cifar_dir, tmp_path):
+    clean_out, _ = clean
+    names = model_names(lemur / "out" / "fractal")
+    out, log = lemur / "new_lemur" / "driver", tmp_path / "driver.log"
+    proc = _start(lemur, cluster, cifar_dir, "driver", log)
+    model, _node, _done = _wait_for_epoch(proc, log, out, cluster)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while _jails(cluster) and time.monotonic() < deadline:  # the dead driver's tasks and jails end
+        time.sleep(0.5)
+    assert not _jails(cluster)
+    saved = len(json.loads((out / ".work" / model / "seed0" / "history.json").read_text())["history"])
+    rerun = _start(lemur, cluster, cifar_dir, "driver", log)
+    stdout, _ = rerun.communicate(timeout=400)
+    text = log.read_text()
+    assert rerun.returncode == 0 and "evaluated (trained" in stdout, text
+    again = [p for p in PLACED.findall(text) if p[0] == model]
+    assert len(again) == 2 and int(again[1][3]) == saved >= 1, text  # the rerun went on after the saved epochs
+    _same_as_clean(out, clean_out, lemur / "db" / "driver.db", names)
+
+
 def test_a_lost_node_costs_no_epoch(lemur, cluster, clean, cifar_dir, tmp_path):
     """Kill one worker node's processes while it trains a model with an epoch done: that model finishes on
     the other node from that epoch; the records equal the clean run's."""
     clean_out, _ = clean
     names = model_names(lemur / "out" / "fractal")
-    out = lemur / "new_lemur" / "lost"
-    log = tmp_path / "driver.log"
-    with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, *nneval(lemur, cluster, "lost", "lost.db", cifar=cifar_dir)],
-                                cwd=lemur, env={**node_env(), "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-                                stderr=err, text=True)
-    where: dict[str, str] = {}
-    victim = None
-    deadline = time.monotonic() + 300
-    while victim is None and proc.poll() is None and time.monotonic() < deadline:
-        _placements(log.read_text(), cluster, where)
-        for model, node in where.items():
-            hist = out / ".work" / model / "seed0" / "history.json"
-            try:
-                done = len(json.loads(hist.read_text())["history"])
-            except (OSError, ValueError):
-                continue
-            if 1 <= done < EPOCHS:
-                victim = (model, node, done)
-                break
-        time.sleep(0.05)
-    assert victim is not None, f"no trial with an epoch done seen in time: {log.read_text()}"
-    model, node, done = victim
+    out, log = lemur / "new_lemur" / "lost", tmp_path / "driver.log"
+    proc = _start(lemur, cluster, cifar_dir, "lost", log)
+    model, node, done = _wait_for_epoch(proc, log, out, cluster)
     cluster.kill_node(node)
     stdout, _ = proc.communicate(timeout=400)
     text = log.read_text()
@@ -166,11 +207,5 @@ def test_a_lost_node_costs_no_epoch(lemur, cluster, clean, cifar_dir, tmp_path):
     assert lost and int(lost[0][2]) >= done, text  # restarted from its last epoch the driver had
     resumed = [p for p in PLACED.findall(text) if p[0] == model and p[3] != "0"]
     assert resumed and int(resumed[0][3]) == int(lost[0][2]), text
-
-    check_results(out, names, epochs=EPOCHS)
-    assert epochs_of(out) == epochs_of(clean_out)  # same epochs, same numbers, nothing lost or duplicated
-    for n in names:
-        assert stat_epochs(out, n) == stat_epochs(clean_out, n)
-        assert all(len(v) == 1 for v in stat_epochs(out, n).values())
-    assert db_stats(lemur / "db" / "lost.db") == db_stats(lemur / "db" / "clean.db")
-    assert not (out / ".work").exists()
+    assert not _jails(cluster)
+    _same_as_clean(out, clean_out, lemur / "db" / "lost.db", names)
