@@ -73,9 +73,10 @@ class RayExecutor:
         self.started_here = not ray.is_initialized()
         if self.started_here:
             if address:  # the nodes have the package installed: nothing of the driver's paths is sent
-                ray.init(address=address, log_to_driver=False)
+                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
             else:
                 ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                         logging_level="ERROR",
                          runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(source_roots())}},
                          object_store_memory=max(100 << 20, 3 * sum(map(len, blobs.values()))))
         total = ray.cluster_resources()
@@ -146,7 +147,7 @@ class RayExecutor:
                 for ref in gen:
                     item = ray.get(ref)
                     kind = item[0]
-                    if kind == "start":
+                    if kind == "start" and (trial.task == "train" or attempt):
                         info = item[1]
                         self.log(f"ray: {name} on node {info['node'][:12]} pid {info['pid']} from epoch "
                                  f"{len(judge.epochs)}" + ("" if info["cached"] else " (dataset cached there now)"))
@@ -166,6 +167,8 @@ class RayExecutor:
             except ray.exceptions.RayError as e:
                 if self._closing:
                     return TrialResult("killed", "the sweep was interrupted", judge.info, judge.epochs)
+                if judge.final is not None:  # lost after its final message: nothing is left to run
+                    return judge.finish(None, "")
                 why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
                 if attempt == self.restarts:
                     return TrialResult("error", f"ray: lost {attempt + 1} times, last: {type(e).__name__}: {why}",
