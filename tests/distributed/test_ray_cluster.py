@@ -159,6 +159,13 @@ def _jails(cluster: LocalCluster) -> list[int]:
             if Path(f"/proc/{pid}/comm").exists() and Path(f"/proc/{pid}/comm").read_text().strip() == "bwrap"]
 
 
+def _no_jails_left(cluster: LocalCluster, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while _jails(cluster) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _jails(cluster)
+
+
 def _same_as_clean(out: Path, clean_out: Path, db: Path, names: list[str]) -> None:
     check_results(out, names, epochs=EPOCHS)
     assert epochs_of(out) == epochs_of(clean_out)  # same epochs, same numbers, nothing lost or duplicated
@@ -177,10 +184,7 @@ def test_driver_kill_9_stops_the_trials_and_the_rerun_resumes(lemur, cluster, cl
     model, _node, _done = _wait_for_epoch(proc, log, out, cluster)
     proc.kill()
     proc.wait()
-    deadline = time.monotonic() + 60
-    while _jails(cluster) and time.monotonic() < deadline:  # the dead driver's tasks and jails end
-        time.sleep(0.5)
-    assert not _jails(cluster)
+    _no_jails_left(cluster)  # the dead driver's tasks and their jails end
     saved = len(json.loads((out / ".work" / model / "seed0" / "history.json").read_text())["history"])
     rerun = _start(lemur, cluster, cifar_dir, "driver", log)
     stdout, _ = rerun.communicate(timeout=400)
@@ -207,5 +211,5 @@ def test_a_lost_node_costs_no_epoch(lemur, cluster, clean, cifar_dir, tmp_path):
     assert lost and int(lost[0][2]) >= done, text  # restarted from its last epoch the driver had
     resumed = [p for p in PLACED.findall(text) if p[0] == model and p[3] != "0"]
     assert resumed and int(resumed[0][3]) == int(lost[0][2]), text
-    assert not _jails(cluster)
+    _no_jails_left(cluster)  # the driver's end ends its workers and their jails
     _same_as_clean(out, clean_out, lemur / "db" / "lost.db", names)

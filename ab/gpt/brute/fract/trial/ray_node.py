@@ -3,9 +3,9 @@
 `run_trial` is the body of one Ray streaming task. It gets the trial (code text, config, resume state as
 bytes) and a handle on the dataset, materialises the dataset once per node into a node-local cache folder
 (keyed by the content hash; fetched from the object store only when that folder is missing), runs the trial
-in a jail on this node, and yields every frame the jail sends, unjudged, to the driver: the driver alone
-holds the test labels, scores the logits and keeps the state (ray_executor.py). Progress frames are
-thinned to at most one every PROGRESS_EVERY seconds.
+in this worker process's jail (kept for its next trials), and yields every frame the jail sends, unjudged,
+to the driver: the driver alone holds the test labels, scores the logits and keeps the state
+(ray_executor.py). Progress frames are thinned to at most one every PROGRESS_EVERY seconds.
 
 Items yielded: ("start", {node, pid, cached}), ("frame", header, payloads) ..., then one of
 ("exit", exit_info, stderr_tail) (the jail ran to its end: the driver's judge decides) or
@@ -104,24 +104,49 @@ class _Relay:
         return TrialResult("relayed")
 
 
-def _jailed(trial: Trial, limits: TrialLimits, data: dict[str, str], threads: int, cuda: bool,
-            out: queue.Queue) -> None:
-    """Thread body: the jail is started from here and dies with this thread (bwrap --die-with-parent)."""
-    relay = _Relay(out)
-    try:
-        with tempfile.TemporaryDirectory(prefix="fractal-ray-jail-") as tmp:
-            jail = Jail(JailConfig(scratch=Path(tmp) / "jail", data=data, threads=threads, uid=model_uid(0), cuda=cuda))
+class _JailHost:
+    """The jail of one Ray worker process, kept for its next trials (Ray reuses a worker for tasks of the same
+    kind; the zygote forks a fresh process per model and cleans up after it, as in a local sweep). It is
+    started from this host's long-lived thread: bwrap --die-with-parent follows the starting thread, so the
+    jail dies with the worker process, a cancelled or lost task's included."""
+
+    _hosts: dict[tuple, "_JailHost"] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def get(cls, data: dict[str, str], threads: int, cuda: bool) -> "_JailHost":
+        key = (tuple(sorted(data.items())), threads, cuda)
+        with cls._lock:
+            if key not in cls._hosts:
+                cls._hosts[key] = cls(data, threads, cuda)
+            return cls._hosts[key]
+
+    def __init__(self, data: dict[str, str], threads: int, cuda: bool) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="fractal-ray-jail-")  # removed when the worker exits
+        self.cfg = JailConfig(scratch=Path(self.tmp.name) / "jail", data=data, threads=threads, uid=model_uid(0),
+                              cuda=cuda)
+        self.jail: Jail | None = None
+        self.todo: queue.Queue = queue.Queue()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def run(self, trial: Trial, limits: TrialLimits, out: queue.Queue) -> None:
+        self.todo.put((trial, limits, out))
+
+    def _serve(self) -> None:
+        while True:
+            trial, limits, out = self.todo.get()
+            relay = _Relay(out)
             try:
-                res = jail.run(trial, limits, judge=relay)
-            finally:
-                jail.close()
-        if res.status != "relayed":
-            relay.flush()
-            out.put(("failed", res.status, res.message))
-    except JailError as e:
-        out.put(("failed", "error", str(e)))
-    except Exception as e:  # noqa: BLE001 - reported to the driver as the trial's error
-        out.put(("failed", "error", f"node: {type(e).__name__}: {e}"))
+                if self.jail is None or not self.jail.alive():
+                    self.jail = Jail(self.cfg)
+                res = self.jail.run(trial, limits, judge=relay)
+                if res.status != "relayed":
+                    relay.flush()
+                    out.put(("failed", res.status, res.message))
+            except JailError as e:
+                out.put(("failed", "error", str(e)))
+            except Exception as e:  # noqa: BLE001 - reported to the driver as the trial's error
+                out.put(("failed", "error", f"node: {type(e).__name__}: {e}"))
 
 
 def run_trial(trial: Trial, limits: TrialLimits, digest: str, names: dict[str, str], holder: list,
@@ -136,11 +161,9 @@ def run_trial(trial: Trial, limits: TrialLimits, digest: str, names: dict[str, s
         return
     yield ("start", {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "cached": cached})
     out: queue.Queue = queue.Queue()
-    worker = threading.Thread(target=_jailed, args=(trial, limits, data, threads, cuda, out), daemon=True)
-    worker.start()
+    _JailHost.get(data, threads, cuda).run(trial, limits, out)
     while True:
         item = out.get()
         yield item
         if item[0] in ("exit", "failed"):
             break
-    worker.join()
