@@ -4,13 +4,15 @@
 
 Needs root (each worker node runs in its own mount namespace, as in tests/distributed/). The sweep: 12
 tiny FractalNets of different sizes (depth 1-2, columns 1-3, widths 8-16 and 16-32; generated once), 1 epoch
-on the CIFAR-10 subset, one torch thread per trial, no DB. Cases, each a fresh NNEval run on a cluster whose
-head has 0 CPUs:
-  (a) 2 worker nodes of 1 CPU, models longest first (manifest FLOPs)
-  (b) 2 worker nodes of 1 CPU, models in file order
-  (c) 1 worker node of 1 CPU, longest first
-Makespan is NNEval's own sweep wall time (connect, hand out, train, write; summary.json). Also printed:
-the sum of the trials' epoch times (the work) and the work / makespan (the achieved parallelism).
+on the CIFAR-10 subset, one torch thread per trial, no DB. Two clusters run side by side (heads with 0
+CPUs): one with 2 worker nodes of 1 CPU, one with 1 worker node of 1 CPU. Cases, each a fresh NNEval run:
+  (a) 2 worker nodes, models longest first (manifest FLOPs)
+  (b) 2 worker nodes, models in file order
+  (c) 1 worker node, longest first
+run in rounds (--repeats, the order rotating each round, so load from elsewhere hits all cases alike);
+the median per case is reported. Makespan is NNEval's own sweep wall time (connect, put the data, hand
+out, train, write; summary.json). Also printed: the sum of the trials' epoch times (the work) and work /
+makespan (the parallelism achieved).
 No GPU here: packing several trials per GPU (--gpus-per-trial 0.25) is not measured by this script.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,6 +67,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--train-limit", type=int, help="train on the first N images (default: the whole subset)")
     ap.add_argument("--data-dir", type=Path, default=SUBSET)
+    ap.add_argument("--repeats", type=int, default=2, help="rounds of the three cases")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     opts = ap.parse_args()
     if os.geteuid() != 0:
@@ -82,23 +86,28 @@ def main() -> None:
     print(f"{len(flops)} models, MFLOPs per image from {flops[-1] / 1e6:.1f} to {flops[0] / 1e6:.1f}; "
           f"{opts.epochs} epoch(s) on {opts.train_limit or 'all'} training images of {opts.data_dir}", flush=True)
     hide = [root / "out", root / "new_lemur", root / "db", opts.data_dir]
-    results = {}
+    runs: dict[str, list[dict]] = {}
     try:
-        with LocalCluster(base / "two", hide) as two:
+        with LocalCluster(base / "two", hide) as two, LocalCluster(base / "one", hide, port=two.port + 8000) as one:
             two.start(workers=2)
-            results["2 nodes, longest first"] = sweep(root, two, "two-longest", "longest", opts)
-            results["2 nodes, file order"] = sweep(root, two, "two-file", "file", opts)
-        with LocalCluster(base / "one", hide) as one:
             one.start(workers=1)
-            results["1 node, longest first"] = sweep(root, one, "one-longest", "longest", opts)
+            cases = [("2 nodes, longest first", two, "longest"), ("2 nodes, file order", two, "file"),
+                     ("1 node, longest first", one, "longest")]
+            for r in range(opts.repeats):
+                for k in range(len(cases)):
+                    case, cluster, order = cases[(k + r) % len(cases)]
+                    res = sweep(root, cluster, f"r{r}-{order}-{len(cluster.nodes) - 1}", order, opts)
+                    runs.setdefault(case, []).append(res)
+                    print(f"round {r + 1}: {case}: {res['makespan']:.1f} s", flush=True)
     finally:
         if opts.keep is None:
             shutil.rmtree(base, ignore_errors=True)
+    results = {case: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for case, rs in runs.items()}
     ref = results["1 node, longest first"]["makespan"]
-    print(f"\n{'case':<26}{'makespan s':>11}{'speed-up':>10}{'work s':>9}{'work/makespan':>15}{'trained':>9}")
+    print(f"\nmedians of {opts.repeats} round(s)\n{'case':<26}{'makespan s':>11}{'speed-up':>10}{'work s':>9}{'work/makespan':>15}{'trained':>9}")
     for case, r in results.items():
         print(f"{case:<26}{r['makespan']:>11.1f}{ref / r['makespan']:>9.2f}x{r['work']:>9.1f}"
-              f"{r['work'] / r['makespan']:>15.2f}{r['trained']:>6}/{r['models']}")
+              f"{r['work'] / r['makespan']:>15.2f}{r['trained']:>6.0f}/{r['models']:.0f}")
     two_l, two_f = results["2 nodes, longest first"]["makespan"], results["2 nodes, file order"]["makespan"]
     print(f"\nsecond node: {ref / two_l:.2f}x (goal >= 1.7x); longest first vs file order on 2 nodes: "
           f"{two_f / two_l:.2f}x")

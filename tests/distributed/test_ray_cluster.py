@@ -213,3 +213,75 @@ def test_a_lost_node_costs_no_epoch(lemur, cluster, clean, cifar_dir, tmp_path):
     assert resumed and int(resumed[0][3]) == int(lost[0][2]), text
     _no_jails_left(cluster)  # the driver's end ends its workers and their jails
     _same_as_clean(out, clean_out, lemur / "db" / "lost.db", names)
+
+
+def test_packing_counts_what_the_nodes_hold(cluster, monkeypatch):
+    """Trials per node follow the CPU, GPU and memory each asks for; one that fits no node is refused."""
+    import ray
+
+    from ab.gpt.brute.fract.trial import TrialLimits
+    from ab.gpt.brute.fract.trial.ray_executor import GIB, RayExecutor
+
+    for k, v in node_env().items():
+        if k.startswith("RAY_"):
+            monkeypatch.setenv(k, v)
+
+    def workers(**kw) -> int:
+        ex = RayExecutor(TrialLimits(), address=cluster.address, **kw)
+        try:
+            return ex.workers
+        finally:
+            ex.close()
+
+    alive = len(_alive_workers(cluster))
+    assert workers(cpus=1) == alive
+    assert workers(cpus=0.25, memory=GIB) == 4 * alive
+    ray.init(address=cluster.address, logging_level="ERROR")
+    memory = min(n["Resources"]["memory"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU"))
+    ray.shutdown()
+    assert workers(cpus=0.25, memory=int(memory * 0.45)) == 2 * alive  # memory is what limits
+    with pytest.raises(ValueError, match="no node of the Ray cluster holds one trial"):
+        workers(cpus=1, gpus=0.25)
+    with pytest.raises(ValueError, match="no node of the Ray cluster holds one trial"):
+        workers(cpus=1, memory=int(memory * 2))
+
+
+def _alive_workers(cluster: LocalCluster) -> list[str]:
+    return [n for n, p in cluster.nodes.items() if n != "head" and p.poll() is None]
+
+
+def test_executor_streams_progress_epochs_and_failures(cluster, lemur, cifar_dir, tmp_path, monkeypatch):
+    """RayExecutor as other parts call it: progress and epochs arrive as events while the trial runs (scored
+    here, state kept here), and a model's error and a timeout come back as results."""
+    from ab.gpt.brute.fract import data
+    from ab.gpt.brute.fract.trial import TrialLimits
+    from ab.gpt.brute.fract.trial.ray_executor import RayExecutor
+    from ab.gpt.brute.fract.trial.session import HISTORY, STATE
+    from tests.trial.kit import INNOCENT, jail_data, model, train_trial
+
+    for k, v in node_env().items():
+        if k.startswith("RAY_"):
+            monkeypatch.setenv(k, v)
+    prepared = data.prepare(data.locate(cifar_dir), lemur / "out" / "cache").to_dict()  # hidden from the nodes
+    ex = RayExecutor(TrialLimits(), data=jail_data(prepared), address=cluster.address, log=lambda line: None)
+    try:
+        events: list[tuple[str, dict]] = []
+        trial = train_trial(INNOCENT, prepared, epochs=2)
+        trial.state_dir = str(tmp_path)
+        good = ex.submit(trial, lambda kind, d: events.append((kind, d)))
+        raises = ex.submit(train_trial(model(learn="raise RuntimeError('boom in learn')"), prepared))
+        hangs = ex.submit(train_trial(model(learn="while True:\n    pass"), prepared, timeout=8))
+        res = good.result(timeout=300)
+        assert res.status == "trained" and [e["epoch"] for e in res.epochs] == [1, 2], res
+        kinds = [k for k, _ in events]
+        assert "progress" in kinds and [d["epoch"] for k, d in events if k == "epoch"] == [1, 2]
+        assert kinds.index("progress") < kinds.index("epoch")  # live, not replayed at the end
+        assert all(0 <= e["accuracy"] <= 1 for e in res.epochs)
+        assert (tmp_path / STATE).stat().st_size > 0
+        assert len(json.loads((tmp_path / HISTORY).read_text())["history"]) == 2
+        bad = raises.result(timeout=300)
+        assert bad.status == "error" and "boom in learn" in bad.message, bad
+        slow = hangs.result(timeout=300)
+        assert slow.status == "timed-out", slow
+    finally:
+        ex.close()

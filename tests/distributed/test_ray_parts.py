@@ -3,7 +3,6 @@ the node-local dataset cache (with a real local Ray object store), and the NNEva
 from __future__ import annotations
 
 import queue
-import time
 from pathlib import Path
 
 import pytest

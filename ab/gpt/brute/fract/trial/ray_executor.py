@@ -79,11 +79,14 @@ class RayExecutor:
                          logging_level="ERROR",
                          runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(source_roots())}},
                          object_store_memory=max(100 << 20, 3 * sum(map(len, blobs.values()))))
-        total = ray.cluster_resources()
-        if self.gpus and total.get("GPU", 0) < self.gpus:
+        if self._fits() == 0:  # Ray would keep the tasks pending forever
+            gpus = max((n["Resources"].get("GPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+            mem = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
             self.close()
-            raise ValueError(f"the Ray cluster has {total.get('GPU', 0):g} GPUs, a trial asks for {self.gpus:g}: "
-                             f"start the nodes with GPUs or lower --gpus-per-trial")
+            raise ValueError(f"no node of the Ray cluster holds one trial ({self.cpus:g} CPUs, {self.gpus:g} GPUs, "
+                             f"{self.memory / GIB:.1f} GiB each; the most any node has: {gpus:g} GPUs, "
+                             f"{mem / GIB:.1f} GiB): lower --cpus-per-trial / --gpus-per-trial / "
+                             f"--memory-per-trial-gb or add larger nodes")
         # inside a list: a task fetches the data only when its node has no cached copy
         self.holder = [ray.put(blobs)] if blobs else [None]
         del blobs
@@ -93,8 +96,11 @@ class RayExecutor:
 
     def capacity(self) -> int:
         """Trials the alive nodes hold at once (per node: the fewest that its CPUs, GPUs, memory allow)."""
-        if time.monotonic() - self._capacity_at < 5:
-            return self._capacity
+        if time.monotonic() - self._capacity_at >= 5:
+            self._capacity, self._capacity_at = max(1, self._fits()), time.monotonic()
+        return self._capacity
+
+    def _fits(self) -> int:
         n = 0
         for node in self.ray.nodes():
             if not node.get("Alive"):
@@ -103,8 +109,7 @@ class RayExecutor:
             fits = [res.get(k, 0) / need for k, need in (("CPU", self.cpus), ("GPU", self.gpus),
                                                           ("memory", self.memory)) if need > 0]
             n += int(min(fits) + 1e-9) if fits else 0
-        self._capacity, self._capacity_at = max(1, n), time.monotonic()
-        return self._capacity
+        return n
 
     def free(self) -> int:
         with self._lock:
