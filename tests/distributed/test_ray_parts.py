@@ -39,12 +39,19 @@ def test_relay_thins_progress_and_keeps_every_other_frame_in_order(monkeypatch):
 
 
 def test_relay_refuses_a_flood_of_frames(monkeypatch):
-    monkeypatch.setattr(ray_node.protocol, "Limits", lambda: type("L", (), {"max_frames": 5})())
-    relay = ray_node._Relay(queue.Queue())
-    for _ in range(5):
+    relay = ray_node._Relay(queue.Queue(), max_other=4)
+    for k in range(100):  # progress is thinned, not counted against the others
+        relay.take({"type": "progress", "batch": k}, [])
+    for _ in range(4):
         relay.take({"type": "info"}, [])
     with pytest.raises(ProtocolError, match="too many"):
         relay.take({"type": "info"}, [])
+    monkeypatch.setattr(ray_node.protocol, "Limits", lambda: type("L", (), {"max_frames": 5})())
+    flood = ray_node._Relay(queue.Queue())
+    for k in range(5):  # all frames, progress included, are bounded by the protocol's limit
+        flood.take({"type": "progress", "batch": k}, [])
+    with pytest.raises(ProtocolError, match="too many"):
+        flood.take({"type": "progress", "batch": 5}, [])
 
 
 @pytest.fixture(scope="module")

@@ -73,10 +73,13 @@ def node_data(digest: str, names: dict[str, str], holder: list) -> tuple[dict[st
 
 
 class _Relay:
-    """Stands in for the driver's judge inside `Jail.run`: queues each frame for the driver."""
+    """Stands in for the driver's judge inside `Jail.run`: queues each frame for the driver. Besides the
+    (thinned) progress, a trial has no more than its epochs plus a few frames to send: a flood of others is
+    a protocol error here, before it reaches Ray."""
 
-    def __init__(self, out: queue.Queue) -> None:
+    def __init__(self, out: queue.Queue, max_other: int = 1 << 20) -> None:
         self.out, self.frames, self.epochs = out, 0, []
+        self.other, self.max_other = 0, max_other
         self.pending_progress: tuple | None = None
         self.last_progress = 0.0
 
@@ -89,6 +92,9 @@ class _Relay:
             if time.monotonic() - self.last_progress >= PROGRESS_EVERY:
                 self.flush()
             return
+        self.other += 1
+        if self.other > self.max_other:
+            raise ProtocolError("too many messages")
         self.flush()
         self.out.put(("frame", header, payloads))
 
@@ -135,7 +141,7 @@ class _JailHost:
     def _serve(self) -> None:
         while True:
             trial, limits, out = self.todo.get()
-            relay = _Relay(out)
+            relay = _Relay(out, max_other=int(trial.config.get("epochs") or 0) + 16)
             try:
                 if self.jail is None or not self.jail.alive():
                     self.jail = Jail(self.cfg)
