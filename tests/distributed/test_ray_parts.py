@@ -56,12 +56,17 @@ def test_relay_refuses_a_flood_of_frames(monkeypatch):
 
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
+    import os
+    import shutil
+
     import ray
 
+    temp = f"/tmp/rp{os.getpid()}"  # short: Ray's socket paths must fit
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             object_store_memory=80 << 20, _temp_dir=f"/tmp/rp{__import__('os').getpid()}")
+             object_store_memory=80 << 20, _temp_dir=temp)
     yield ray
     ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_node_cache_materialises_once_and_checks_the_content_hash(local_ray, tmp_path, monkeypatch):
