@@ -92,3 +92,15 @@ def test_ray_options_need_the_ray_executor(tmp_path):
         proc = run_cli("ab.gpt.NNEval", "--models", str(tmp_path), opt, value, cwd=tmp_path, check=False)
         assert proc.returncode == 2 and f"{opt} needs --executor ray" in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_gpu_trial_runs_on_the_gpu_ray_assigned():
+    from ab.gpt.brute.fract.trial import Trial
+
+    t = Trial("train", "code", {"device": "cuda", "epochs": 1}, 10)
+    assert ray_node.on_assigned_gpu(t, [2]).config["device"] == "cuda:2"
+    assert ray_node.on_assigned_gpu(t, ["1"]).config["device"] == "cuda:1"
+    assert ray_node.on_assigned_gpu(t, []).config["device"] == "cuda"
+    assert t.config["device"] == "cuda"  # the driver's trial is not changed
+    cpu = Trial("train", "code", {"device": "cpu"}, 10)
+    assert ray_node.on_assigned_gpu(cpu, [0]).config["device"] == "cpu"

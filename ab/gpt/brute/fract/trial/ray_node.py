@@ -20,6 +20,7 @@ import queue
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from . import protocol
@@ -155,6 +156,18 @@ class _JailHost:
                 out.put(("failed", "error", f"node: {type(e).__name__}: {e}"))
 
 
+def on_assigned_gpu(trial: Trial, gpu_ids: list) -> Trial:
+    """The trial on the GPU Ray gave this task (a share of it with fractional --gpus-per-trial). The jail sees
+    all of the node's GPUs, so the device is named by its index (Ray's ids follow the driver's numbering)."""
+    if not gpu_ids or trial.config.get("device") not in ("cuda", "auto"):
+        return trial
+    try:
+        index = int(gpu_ids[0])
+    except (TypeError, ValueError):  # a UUID: leave the choice to torch
+        return trial
+    return replace(trial, config={**trial.config, "device": f"cuda:{index}"})
+
+
 def run_trial(trial: Trial, limits: TrialLimits, digest: str, names: dict[str, str], holder: list,
               threads: int, cuda: bool):
     """Ray streaming task body (see the module docstring)."""
@@ -166,6 +179,8 @@ def run_trial(trial: Trial, limits: TrialLimits, digest: str, names: dict[str, s
         yield ("failed", "error", f"node: cannot materialise the dataset: {type(e).__name__}: {e}")
         return
     yield ("start", {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "cached": cached})
+    if cuda:
+        trial = on_assigned_gpu(trial, ray.get_gpu_ids())
     out: queue.Queue = queue.Queue()
     _JailHost.get(data, threads, cuda).run(trial, limits, out)
     while True:
