@@ -99,8 +99,8 @@ def main() -> None:
     import torch
 
     from ab.gpt.brute.fract.fractal_template import render
-    from ab.gpt.brute.fract.registry import build_registry
-    from ab.gpt.brute.fract.spec import ArchSpec
+    from ab.gpt.brute.fract.space.registry import build_registry
+    from ab.gpt.brute.fract.space.spec import ArchSpec
     from ab.gpt.brute.fract.tune import autotune, compile as tcompile, memory, probe
     from ab.gpt.brute.fract.tune.cache import TuneCache
     from ab.gpt.brute.fract.tune.device import device_model

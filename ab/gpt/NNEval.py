@@ -102,7 +102,15 @@ def print_summary(outcome: SweepOutcome) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="local jailed training processes")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--address", help="Ray cluster address (default: start a local Ray)")
+@click.option("--address", help="Ray cluster address, e.g. HEAD_IP:6379 (default: start a local Ray)")
+@click.option("--gpus-per-trial", type=cli_util.Finite(min=0), help="Ray: GPU share per trial, e.g. 0.25 packs "
+              "4 trials on a GPU; 0: CPU trials [1 when the driver sees CUDA, else 0]")
+@click.option("--cpus-per-trial", type=cli_util.Finite(min=0, min_open=True), help="Ray: CPUs per trial (also its "
+              "torch threads unless --threads) [1]")
+@click.option("--memory-per-trial-gb", type=cli_util.Finite(min=0.1), help="Ray: memory reserved per trial, so a "
+              "node takes no more trials than fit [1 GiB + twice the dataset]")
+@click.option("--order", type=click.Choice(["longest", "file"]), default="longest", show_default=True,
+              help="hand out models longest first (manifest FLOPs) or in file order")
 @click.option("--timeout", type=cli_util.Finite(min=1), default=3600, show_default=True,
               help="seconds per model and seed")
 @click.option("--memory-gb", type=cli_util.Finite(min=0.5), default=16, show_default=True,
@@ -118,8 +126,8 @@ def print_summary(outcome: SweepOutcome) -> None:
               help="per-machine tuning cache [$NN_GPT_FRACTAL_TUNE_CACHE or ~/.cache/nn-gpt-fractal/tune.json]")
 def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform, seeds, seed, amp, checkpointing,
          channels_last, device, data_dir, train_limit, test_limit, out, db, no_register, fetch_lemur_db, workers,
-         executor, address, timeout, memory_gb, threads, save_best, retry_failed, unsafe_no_jail, quiet, plan,
-         tune_cache):
+         executor, address, gpus_per_trial, cpus_per_trial, memory_per_trial_gb, order, timeout, memory_gb, threads,
+         save_best, retry_failed, unsafe_no_jail, quiet, plan, tune_cache):
     """Train generated models on CIFAR-10, write LEMUR-format results and register them in the DB."""
     if plan:  # what the sweep would cost, calibrated on this device; nothing is trained or written
         from ab.gpt.brute.fract.tune import plan as tplan
@@ -131,6 +139,10 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
         return 0
     if address and executor != "ray":
         raise click.BadParameter("--address needs --executor ray", param_hint="--address")
+    for name, value in (("--gpus-per-trial", gpus_per_trial), ("--cpus-per-trial", cpus_per_trial),
+                        ("--memory-per-trial-gb", memory_per_trial_gb)):
+        if value is not None and executor != "ray":
+            raise click.BadParameter(f"{name} needs --executor ray", param_hint=name)
     if executor == "ray":
         try:
             import ray  # noqa: F401
@@ -141,7 +153,8 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
                       seeds=seeds, seed=seed, amp={"on": True, "off": False}.get(amp, amp), checkpointing=checkpointing, channels_last=channels_last,
                       device=device, data_dir=data_dir, train_limit=train_limit, test_limit=test_limit, db=db,
                       register=not no_register, fetch_lemur_db=fetch_lemur_db, workers=workers, executor=executor,
-                      address=address, timeout=timeout, memory_gb=memory_gb, threads=threads, save_best=save_best,
+                      address=address, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial or 1.0,
+                      memory_per_trial_gb=memory_per_trial_gb, order=order, timeout=timeout, memory_gb=memory_gb, threads=threads, save_best=save_best,
                       retry_failed=retry_failed, quiet=quiet, unsafe_no_jail=unsafe_no_jail)
     if unsafe_no_jail:
         click.echo("WARNING: --unsafe-no-jail: model code runs WITHOUT the jail (debugging only)", err=True)

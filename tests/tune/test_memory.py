@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ab.gpt.brute.fract.fractal_template import render
-from ab.gpt.brute.fract.spec import ArchSpec
+from ab.gpt.brute.fract.space.spec import ArchSpec
 from ab.gpt.brute.fract.tune import memory
 from ab.gpt.brute.fract.validate import import_isolated
 

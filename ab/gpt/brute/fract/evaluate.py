@@ -37,6 +37,7 @@ from .data import lemur_norm, locate, prepare
 from .manifest import Manifest
 from .paths import lemur_root
 from .space import codecheck
+from .sweep_order import ORDERS
 from .trial import Trial, TrialLimits, TrialResult
 from .trial.executors import LocalExecutor, RayExecutor
 from .trial.runner import config_hash
@@ -72,6 +73,10 @@ class SweepConfig:
     workers: int = 1
     executor: str = "local"
     address: str | None = None
+    gpus_per_trial: float | None = None  # Ray: GPU share of a trial (None: 1 on CUDA, else 0)
+    cpus_per_trial: float = 1.0  # Ray: CPUs of a trial
+    memory_per_trial_gb: float | None = None  # Ray: memory reserved per trial (None: an estimate)
+    order: str = "longest"  # longest (manifest FLOPs, descending) or file
     timeout: float = 3600.0
     memory_gb: float = 16.0
     threads: int | None = None
@@ -229,11 +234,14 @@ def _sweep(cfg: SweepConfig, entries: list[ModelEntry], out: Path, say) -> Sweep
             shutil.rmtree(out / WORK / e.name, ignore_errors=True)
     if cfg.limit is not None:
         todo = todo[:cfg.limit]
+    todo = ORDERS[cfg.order](todo)
     outcome.skipped = len(done)
 
     import torch
 
     cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if cfg.executor == "ray" and cfg.gpus_per_trial is not None and cfg.device != "cpu":
+        cuda = cfg.gpus_per_trial > 0  # the nodes' GPUs, whatever the driver has
     record_cfg = {**asdict(cfg), "device": "cuda" if cuda else "cpu"}
     data = None
     if todo:  # bad data input fails here, before anything is created
@@ -299,7 +307,10 @@ def saved_progress(work: Path, conf: dict) -> tuple[list[dict], bytes | None]:
 def _executor(cfg: SweepConfig, limits: TrialLimits, run_dir: Path, cuda: bool, data: dict, threads: int):
     jail_data = {k: data[k] for k in ("train_x", "train_y", "test_x")}  # never the test labels
     if cfg.executor == "ray":
-        return RayExecutor(limits, data=jail_data, address=cfg.address, gpus=cuda, threads=threads)
+        gpus = cfg.gpus_per_trial if cfg.gpus_per_trial is not None else float(cuda)
+        memory = int(cfg.memory_per_trial_gb * 2**30) if cfg.memory_per_trial_gb else None
+        return RayExecutor(limits, data=jail_data, address=cfg.address, gpus=gpus if cuda else 0,
+                           cpus=cfg.cpus_per_trial, memory=memory, threads=threads)
     return LocalExecutor(cfg.workers, limits, scratch=None, data=jail_data, threads=threads, cuda=cuda,
                          unsafe_no_jail=cfg.unsafe_no_jail)
 
@@ -308,7 +319,8 @@ def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome) -> None
     run_dir = out / WORK
     run_dir.mkdir(parents=True, exist_ok=True)
     workers = cfg.workers if cfg.executor == "local" else 1
-    threads = cfg.threads or (1 if cfg.executor == "ray" and not cuda else max(1, (os.cpu_count() or 1) // workers))
+    threads = cfg.threads or (max(1, int(cfg.cpus_per_trial)) if cfg.executor == "ray"
+                              else max(1, (os.cpu_count() or 1) // workers))
     # no address-space limit on CUDA: the driver maps far more virtual memory than it uses
     limits = TrialLimits(cpu_s=int(cfg.timeout * max(threads, 1)) + 120, memory_gb=None if cuda else cfg.memory_gb)
     bars = Bars(len(todo), cfg.quiet, cfg.epochs)

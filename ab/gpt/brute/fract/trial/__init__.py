@@ -5,7 +5,8 @@
 - worker.py: the zygote inside the jail, one fresh fork per model;
 - runner.py: the training loop inside the jail (test images only; logits and state out);
 - session.py: the driver's side of one jail: runs a trial, scores its logits, keeps its state;
-- executors.py: N local jails, or one Ray task per trial.
+- executors.py: N local jails, or one Ray task per trial;
+- ray_executor.py / ray_node.py: the driver's and the node's side of a Ray trial (no shared storage).
 
 The interface is independent of where the process runs: a `Trial` (task, code text, config, data
 handle, optional resume state) goes in; progress / epoch / final events and a `TrialResult` come out.

@@ -1,4 +1,4 @@
-"""Where trials run: N local jails, or one Ray task per trial (jailed on its node).
+"""Where trials run: N local jails, or one Ray task per trial (jailed on its node; ray_executor.py).
 
 `submit(trial, on_event)` returns a concurrent Future of a `TrialResult`; `on_event(kind, data)` sees a
 train trial's progress and epochs as they arrive (called from a worker thread). The local executor never
@@ -8,12 +8,10 @@ waits in a queue).
 """
 from __future__ import annotations
 
-import os
 import queue
 import tempfile
 import threading
 from concurrent.futures import Future
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -100,66 +98,5 @@ class LocalExecutor:
         self.close()
 
 
-def ray_job(trial: Trial, limits: TrialLimits, data: dict, threads: int, cuda: bool) -> TrialResult:
-    """Body of one Ray task: a one-jail executor on the task's node runs the trial."""
-    with LocalExecutor(1, limits, data=data, threads=threads, cuda=cuda) as ex:
-        return ex.submit(trial).result()
-
-
-class RayExecutor:
-    """One Ray task per trial (num_gpus=1 when the driver sees CUDA, else num_cpus=1); each task jails its
-    trial on its node. Connects to `address` or starts a local Ray. Paths (data, labels, state folder) are
-    the driver's: the nodes need the same files, as before (#11 moves them through Ray itself)."""
-
-    def __init__(self, limits: TrialLimits, data: dict[str, str] | None = None, address: str | None = None,
-                 gpus: bool = False, num_cpus: int | None = None, threads: int = 1) -> None:
-        import ray
-
-        from .jail import source_roots
-
-        require_bwrap()
-        self.ray, self.limits, self.data, self.threads, self.cuda = ray, limits, dict(data or {}), threads, gpus
-        self.started_here = not ray.is_initialized()
-        if self.started_here:
-            env = {"env_vars": {"PYTHONPATH": os.pathsep.join(source_roots())}}
-            if address:
-                ray.init(address=address, runtime_env=env, log_to_driver=False)
-            else:
-                ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=env,
-                         object_store_memory=100 * 2**20, log_to_driver=False)
-        resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
-        self.task = ray.remote(**resources, max_retries=0)(ray_job)
-        self.workers = int(ray.cluster_resources().get("GPU" if gpus else "CPU", 1))
-        self._running = 0
-        self._lock = threading.Lock()
-
-    def free(self) -> int:
-        with self._lock:
-            return self.workers - self._running
-
-    def submit(self, trial: Trial, on_event: Callable | None = None) -> Future:
-        with self._lock:
-            self._running += 1
-        ref = self.task.remote(replace(trial), self.limits, self.data, self.threads, self.cuda)
-        out: Future = Future()
-
-        def done(f) -> None:
-            with self._lock:
-                self._running -= 1
-            try:
-                res = f.result()
-            except Exception as e:  # noqa: BLE001 - a lost task or node is an error result
-                res = TrialResult("error", f"ray: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
-            if on_event is not None:
-                for rec in res.epochs[len(trial.history):]:
-                    on_event("epoch", rec)
-            out.set_result(res)
-
-        ref.future().add_done_callback(done)
-        return out
-
-    def close(self) -> None:
-        if self.started_here:
-            self.ray.shutdown()
-
-    abort = close
+# imported last: ray_executor imports this package's session and jail modules
+from .ray_executor import RayExecutor  # noqa: E402,F401  (one Ray streaming task per trial, no shared storage)

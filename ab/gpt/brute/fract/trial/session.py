@@ -153,9 +153,12 @@ class Jail:
             pass
         self.kill()
 
-    def run(self, trial: Trial, limits: TrialLimits, on_event: Callable[[str, dict], None] | None = None) -> TrialResult:
+    def run(self, trial: Trial, limits: TrialLimits, on_event: Callable[[str, dict], None] | None = None,
+            judge=None) -> TrialResult:
+        """`judge` (default: a `_Judge` here) takes each frame and builds the result; a Ray node passes a relay
+        that forwards the frames to the driver's judge instead (ray_node.py)."""
         deadline = time.monotonic() + trial.timeout
-        judge = _Judge(trial, limits, on_event)
+        judge = judge if judge is not None else _Judge(trial, limits, on_event)
         r, w = os.pipe()
         try:
             config = dict(trial.config)

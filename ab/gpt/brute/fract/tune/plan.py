@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..sweep_order import longest_first
 from .synthetic import ShapeClass, shape_class_of_spec
 
 TRAIN_FACTOR = 3  # training step ~ forward + backward (2 x forward)
@@ -93,8 +94,9 @@ class Plan:
 
 
 def run_order(entries: list[Entry]) -> list[Entry]:
-    """Longest first by forward FLOPs (unknown FLOPs last), ties by name."""
-    return sorted(entries, key=lambda e: (e.flops is None, -(e.flops or 0), e.name))
+    """The order the sweep hands models out in (`sweep_order.longest_first`: forward FLOPs descending,
+    unknown FLOPs last, ties in file order)."""
+    return longest_first(entries)
 
 
 def make_plan(entries: list[Entry], epochs: int, seeds: int = 1, train_images: int = CIFAR_TRAIN,
