@@ -60,10 +60,9 @@ class MetaShapeCache(TorchDispatchMode):
 
     @staticmethod
     def _key(x, meta: list):
-        """A hashable key of x's metadata; meta[0] turns False when a tensor is not on the meta device."""
+        """A hashable key of x's metadata; meta[0] counts x's tensors on the meta device, meta[1] the others."""
         if isinstance(x, torch.Tensor):
-            if x.device.type != "meta":
-                meta[0] = False
+            meta[x.device.type != "meta"] += 1
             return ("T", tuple(x.shape), x.stride(), x.dtype, x.storage_offset())
         if isinstance(x, (list, tuple)):
             return (type(x).__name__,) + tuple(MetaShapeCache._key(v, meta) for v in x)
@@ -101,9 +100,9 @@ class MetaShapeCache(TorchDispatchMode):
         kwargs = kwargs or {}
         if not self._cacheable(func):
             return func(*args, **kwargs)
-        meta = [True]
+        meta = [0, 0]
         key = (func, self._key(args, meta), self._key(kwargs, meta))
-        if not meta[0] or not _tensors((args, kwargs), []):
+        if meta[1] or not meta[0]:
             return func(*args, **kwargs)
         try:
             recipe = self.cache.get(key, _MISSING)
