@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
 from torch.utils.flop_counter import flop_registry
 
 DEFAULT_PRM = {"lr": 0.01, "momentum": 0.9, "dropout": 0.2}
@@ -24,56 +23,101 @@ KNOWN_HYPERPARAMETERS = {"lr", "momentum", "dropout"}
 _counter = itertools.count()
 
 
+def _tensors(x, found: list) -> list:
+    """The tensors among x's leaves (lists, tuples and dicts are walked): torch's pytree, without its
+    generic node registry (which costs more than most meta kernels)."""
+    if isinstance(x, torch.Tensor):
+        found.append(x)
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            _tensors(v, found)
+    elif isinstance(x, dict):
+        for v in x.values():
+            _tensors(v, found)
+    return found
+
+
+class _Uncacheable(Exception):
+    pass
+
+
+_MISSING = object()
+
+
 class MetaShapeCache(TorchDispatchMode):
     """Memoises meta-device kernels: many of torch's meta kernels are Python reference code
     (batch norm, gelu, ...) costing milliseconds, and a space's models repeat the same op on the same
     shapes. The output metadata of a functional op is a pure function of its inputs' metadata and its
-    other arguments, so a hit returns fresh empty tensors of the recorded shape, stride and dtype.
+    other arguments, so a hit returns fresh empty tensors of the recorded shape, stride and dtype
+    (and None where the op returned None, e.g. the bias gradient of a convolution without bias).
     Mutating and aliasing ops (in-place updates, views) always run for real."""
 
     def __init__(self) -> None:
         super().__init__()
         self.cache: dict = {}
         self.hits = self.misses = 0
+        self._cacheable_ops: dict = {}
 
     @staticmethod
-    def _key(x):
+    def _key(x, meta: list):
+        """A hashable key of x's metadata; meta[0] counts x's tensors on the meta device, meta[1] the others."""
         if isinstance(x, torch.Tensor):
-            return ("T", tuple(x.shape), x.stride(), x.dtype, x.device.type, x.storage_offset())
+            meta[x.device.type != "meta"] += 1
+            return ("T", tuple(x.shape), x.stride(), x.dtype, x.storage_offset())
         if isinstance(x, (list, tuple)):
-            return (type(x).__name__,) + tuple(MetaShapeCache._key(v) for v in x)
+            return (type(x).__name__,) + tuple(MetaShapeCache._key(v, meta) for v in x)
         if isinstance(x, dict):
-            return ("D",) + tuple((k, MetaShapeCache._key(v)) for k, v in sorted(x.items()))
+            return ("D",) + tuple((k, MetaShapeCache._key(v, meta)) for k, v in sorted(x.items()))
         return x
 
     @staticmethod
-    def _cacheable(func) -> bool:
-        schema = func._schema
-        return not schema.is_mutable and all(r.alias_info is None for r in schema.returns)
+    def _recipe(out):
+        if isinstance(out, torch.Tensor):
+            return ("T", tuple(out.shape), out.stride(), out.dtype)
+        if out is None:
+            return None
+        if type(out) in (list, tuple):
+            return (type(out).__name__,) + tuple(MetaShapeCache._recipe(v) for v in out)
+        raise _Uncacheable
+
+    @staticmethod
+    def _build(recipe):
+        if recipe is None:
+            return None
+        if recipe[0] == "T":
+            return torch.empty_strided(recipe[1], recipe[2], dtype=recipe[3], device="meta")
+        items = [MetaShapeCache._build(r) for r in recipe[1:]]
+        return items if recipe[0] == "list" else tuple(items)
+
+    def _cacheable(self, func) -> bool:
+        ok = self._cacheable_ops.get(func)
+        if ok is None:
+            schema = func._schema
+            ok = self._cacheable_ops[func] = not schema.is_mutable and all(r.alias_info is None for r in schema.returns)
+        return ok
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        leaves = tree_leaves((args, kwargs))
-        tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
-        if not tensors or any(t.device.type != "meta" for t in tensors) or not self._cacheable(func):
+        if not self._cacheable(func):
+            return func(*args, **kwargs)
+        meta = [0, 0]
+        key = (func, self._key(args, meta), self._key(kwargs, meta))
+        if meta[1] or not meta[0]:
             return func(*args, **kwargs)
         try:
-            key = (func, self._key(args), self._key(kwargs))
-            hash(key)
-        except TypeError:
+            recipe = self.cache.get(key, _MISSING)
+        except TypeError:  # an unhashable argument
             return func(*args, **kwargs)
-        recipe = self.cache.get(key)
-        if recipe is None:
+        if recipe is _MISSING:
             self.misses += 1
             out = func(*args, **kwargs)
-            flat, spec = tree_flatten(out)
-            if all(isinstance(t, torch.Tensor) for t in flat):
-                self.cache[key] = ([(tuple(t.shape), t.stride(), t.dtype) for t in flat], spec)
+            try:
+                self.cache[key] = self._recipe(out)
+            except _Uncacheable:
+                pass
             return out
         self.hits += 1
-        metas, spec = recipe
-        return tree_unflatten([torch.empty_strided(shape, stride, dtype=dtype, device="meta")
-                               for shape, stride, dtype in metas], spec)
+        return self._build(recipe)
 
 
 _META_CACHE = MetaShapeCache()
@@ -115,8 +159,8 @@ class _DataflowTrace(TorchDispatchMode):
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
             self.flops += int(formula(*args, **kwargs, out_val=out))
-        srcs = [self._produced.get(id(t), -1) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-        outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        srcs = [self._produced.get(id(t), -1) for t in _tensors((args, kwargs), [])]
+        outs = _tensors(out, [])
         idx = len(self.lines)
         for t in outs:
             self._produced[id(t)] = idx
