@@ -17,7 +17,6 @@ finished epoch.
 """
 from __future__ import annotations
 
-import fcntl
 import fnmatch
 import json
 import os
@@ -25,14 +24,13 @@ import shutil
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from tqdm import tqdm
 
-from . import results
+from . import folder_lock, results
 from .data import lemur_norm, locate, prepare
 from .manifest import Manifest
 from .paths import lemur_root
@@ -198,19 +196,10 @@ class Bars:
         self.sweep.close()
 
 
-@contextmanager
 def exclusive(out: Path):
     """One sweep at a time per results folder: two would each think the other's trials are theirs."""
-    fd = os.open(out, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SweepBusy(f"another NNEval run is using {out}; wait for it to finish or choose another --out") \
-                from None
-        yield
-    finally:
-        os.close(fd)
+    return folder_lock.hold(out, SweepBusy(f"another NNEval run is using {out}; wait for it to finish or "
+                                           f"choose another --out"))
 
 
 def run_sweep(cfg: SweepConfig, say: Callable[[str], None] = print) -> SweepOutcome:

@@ -6,15 +6,14 @@ interrupted run resumes, and nothing that exists is ever wiped.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from . import folder_lock
 from .atomic import write_text
 from .lemur.names import code_model_name
 from .fractal_template import code_hash, render
@@ -53,19 +52,10 @@ def check_writable(folder: Path) -> None:
                           f"choose another with --out") from None
 
 
-@contextmanager
 def exclusive(folder: Path):
     """Hold the output folder for one run: a second run into it gets a clear error, not a mixed manifest."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputError(f"another generation run is writing to {folder}; wait for it to finish "
-                              f"or choose another --out") from None
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    return folder_lock.hold(folder, OutputError(f"another generation run is writing to {folder}; wait for it "
+                                                f"to finish or choose another --out"))
 
 
 def file_intact(folder: Path, record: dict) -> bool:
