@@ -65,8 +65,8 @@ class LocalExecutor:
                     if jail is None or not jail.alive():
                         jail = self._jails[slot] = Jail(self.configs[slot])
                     fut.set_result(jail.run(trial, self.limits, on_event))
-                except JailError as e:
-                    fut.set_result(TrialResult("error", str(e)))
+                except JailError as e:  # the jail itself failed, not the model: no verdict on the trial
+                    fut.set_exception(e)
                 except Exception as e:  # noqa: BLE001 - the driver's own failure, reported per trial
                     fut.set_result(TrialResult("error", f"{type(e).__name__}: {e}"))
             finally:
