@@ -69,21 +69,3 @@ def run(root: Path, args: list[str], sums: Path | None = None, timeout: float = 
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
-
-
-def make_root(path: Path) -> Path:
-    """An isolated LEMUR root (our paths and nn-dataset's resolve it from the working directory)."""
-    (path / "ab").mkdir(parents=True, exist_ok=True)
-    (path / "README.md").write_text("test LEMUR root\n")
-    return path
-
-
-def run_cli(module: str, *args: str, cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m module args` with this repository's code, offline."""
-    e = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    e.pop("NN_GPT_FRACTAL_ROOT", None)
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=e, capture_output=True, text=True,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{module} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc

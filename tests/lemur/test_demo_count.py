@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from .lemurkit import make_root, run_cli
+from tests.eval.evalkit import make_root, run_cli
 
 pytestmark = pytest.mark.slow
 

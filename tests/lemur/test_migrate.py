@@ -16,7 +16,7 @@ from ab.gpt.brute.fract.lemur.stats import EXTRA
 from ab.gpt.brute.fract.manifest import Manifest
 from ab.gpt.brute.fract.space.spec import ArchSpec
 
-from .lemurkit import make_root, run_cli
+from tests.eval.evalkit import make_root, run_cli
 
 OLD = Path(__file__).parent / "old_scheme"
 

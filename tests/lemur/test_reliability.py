@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .lemurkit import make_root, run_cli
+from tests.eval.evalkit import make_root, run_cli
 
 OLD = Path(__file__).parent / "old_scheme"
 
