@@ -19,46 +19,7 @@ from ab.gpt.brute.fract.trial import Trial, TrialLimits
 from ab.gpt.brute.fract.trial.executors import LocalExecutor
 from nn_gpt_fractal_llm import plugin
 from nn_gpt_fractal_llm.testing import read_jsonl
-
-MODEL = '''import torch
-import torch.nn as nn
-#TOP
-
-
-def supported_hyperparameters():
-    return {'lr', 'momentum'}
-
-
-class Net(nn.Module):
-    def __init__(self, in_shape, out_shape, prm, device):
-        super().__init__()
-        self.device = device
-        self.conv = nn.Conv2d(in_shape[1], 8, 3, padding=1)
-        self.head = nn.Linear(8, out_shape[0])
-        #INIT
-
-    def forward(self, x):
-        #FORWARD
-        return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
-
-    def train_setup(self, prm):
-        self.criteria = (nn.CrossEntropyLoss(),)
-        self.optimizer = torch.optim.SGD(self.parameters(), lr=prm['lr'], momentum=prm['momentum'])
-
-    def learn(self, train_data):
-        for x, y in train_data:
-            self.optimizer.zero_grad()
-            loss = self.criteria[0](self(x), y)
-            loss.backward()
-            self.optimizer.step()
-        return 0.5, float(loss)
-'''
-
-
-def model(top: str = "", init: str = "", forward: str = "") -> str:
-    return (MODEL.replace("#TOP", top).replace("        #INIT", "        " + init.replace("\n", "\n        "))
-            .replace("        #FORWARD", "        " + forward.replace("\n", "\n        ")))
-
+from tests.trial.kit import model
 
 # each writes {canary}/pwned or reaches the OS; every one must fail the static check
 STATIC = {
