@@ -61,3 +61,17 @@ def run_module(module: str, *args: str, cwd: Path | None = None, env: dict | Non
 @pytest.fixture
 def cli():
     return run_module
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tune_cache(tmp_path_factory) -> Path:
+    """One per-machine tuning cache for the whole test session (not the user's): each shape class is
+    probed once, on this machine, by the first sweep that needs it."""
+    path = tmp_path_factory.mktemp("tune") / "tune.json"
+    old = os.environ.get("NN_GPT_FRACTAL_TUNE_CACHE")
+    os.environ["NN_GPT_FRACTAL_TUNE_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("NN_GPT_FRACTAL_TUNE_CACHE", None)
+    else:
+        os.environ["NN_GPT_FRACTAL_TUNE_CACHE"] = old

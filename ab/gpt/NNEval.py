@@ -21,6 +21,11 @@ from ab.gpt.brute.fract.manifest import ManifestError
 from ab.gpt.brute.fract.paths import models_dir, new_lemur_dir
 
 
+def _mode(choice: str) -> bool | str:
+    """on/off/auto -> True/False/"auto"."""
+    return {"on": True, "off": False}.get(choice, choice)
+
+
 def _fmt(x, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
@@ -85,11 +90,16 @@ def print_summary(outcome: SweepOutcome) -> None:
 @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="trials per model")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="first seed")
 @click.option("--amp", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="mixed precision (CPU bf16; CUDA bf16 or fp16); auto: on CUDA, and on CPU when every conv "
-                   "has >= 16 channels (narrower ones run slower in bf16)")
-@click.option("--checkpointing/--no-checkpointing", default=True, show_default=True,
-              help="gradient checkpointing of fractal blocks")
-@click.option("--channels-last/--no-channels-last", default=False, show_default=True, help="channels_last memory format")
+              help="mixed precision (CPU bf16; CUDA bf16 or fp16); auto: whatever a short probe of the model's "
+                   "shape class measured fastest on this machine (cached, see --tune-cache)")
+@click.option("--checkpointing", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="gradient checkpointing of fractal blocks; auto: on when the activations one training step "
+                   "saves exceed half the memory free for the trial")
+@click.option("--channels-last", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="channels_last memory format; auto: as the probe measured for the model's shape class")
+@click.option("--compile", "compile_mode", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True, help="torch.compile the model; auto: only when its expected training time "
+              "pays back the measured compile time many times over")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--data-dir", type=cli_util.Path(file_okay=False), envvar=DATA_ENV, show_envvar=True,
               help="a cifar-10-batches-py folder (or its parent), e.g. a shortened subset")
@@ -99,8 +109,9 @@ def print_summary(outcome: SweepOutcome) -> None:
 @click.option("--db", type=cli_util.Path(dir_okay=False, path_type=Path), help="SQLite DB [<LEMUR root>/db/ab.nn.db]")
 @click.option("--no-register", is_flag=True, help="write new_lemur/ only, no DB")
 @click.option("--fetch-lemur-db", is_flag=True, help="download the full LEMUR DB first when there is none (online)")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="local jailed training processes")
+@click.option("--workers", type=cli_util.IntOrAuto(min=1), default="auto", show_default=True,
+              help="local jailed training processes; auto: the workers x threads packing a short probe "
+                   "measured fastest here")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--address", help="Ray cluster address, e.g. HEAD_IP:6379 (default: start a local Ray)")
 @click.option("--gpus-per-trial", type=cli_util.Finite(min=0), help="Ray: GPU share per trial, e.g. 0.25 packs "
@@ -125,7 +136,7 @@ def print_summary(outcome: SweepOutcome) -> None:
 @click.option("--tune-cache", type=cli_util.Path(dir_okay=False, path_type=Path),
               help="per-machine tuning cache [$NN_GPT_FRACTAL_TUNE_CACHE or ~/.cache/nn-gpt-fractal/tune.json]")
 def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform, seeds, seed, amp, checkpointing,
-         channels_last, device, data_dir, train_limit, test_limit, out, db, no_register, fetch_lemur_db, workers,
+         channels_last, compile_mode, device, data_dir, train_limit, test_limit, out, db, no_register, fetch_lemur_db, workers,
          executor, address, gpus_per_trial, cpus_per_trial, memory_per_trial_gb, order, timeout, memory_gb, threads,
          save_best, retry_failed, unsafe_no_jail, quiet, plan, tune_cache):
     """Train generated models on CIFAR-10, write LEMUR-format results and register them in the DB."""
@@ -133,7 +144,8 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
         from ab.gpt.brute.fract.tune import plan as tplan
 
         p = tplan.plan_sweep(models or models_dir(), out or new_lemur_dir(), pattern, limit, retry_failed, epochs,
-                             seeds, batch, train_limit, test_limit, data_dir, device, workers, checkpointing,
+                             seeds, batch, train_limit, test_limit, data_dir, device, workers,
+                             checkpointing == "on",
                              cache_path=tune_cache, echo=lambda m: click.echo(m, err=True))
         tplan.render(p, echo=click.echo)
         return 0
@@ -150,12 +162,14 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
             raise click.UsageError("--executor ray needs Ray: pip install 'nn-gpt-fractal[ray]'") from None
     cfg = SweepConfig(models=models or models_dir(), out=out or new_lemur_dir(), filter=pattern, limit=limit,
                       epochs=epochs, batch=batch, lr=lr, momentum=momentum, dropout=dropout, transform=transform,
-                      seeds=seeds, seed=seed, amp={"on": True, "off": False}.get(amp, amp), checkpointing=checkpointing, channels_last=channels_last,
+                      seeds=seeds, seed=seed, amp=_mode(amp), checkpointing=_mode(checkpointing),
+                      channels_last=_mode(channels_last), compile=compile_mode,
                       device=device, data_dir=data_dir, train_limit=train_limit, test_limit=test_limit, db=db,
                       register=not no_register, fetch_lemur_db=fetch_lemur_db, workers=workers, executor=executor,
                       address=address, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial or 1.0,
-                      memory_per_trial_gb=memory_per_trial_gb, order=order, timeout=timeout, memory_gb=memory_gb, threads=threads, save_best=save_best,
-                      retry_failed=retry_failed, quiet=quiet, unsafe_no_jail=unsafe_no_jail)
+                      memory_per_trial_gb=memory_per_trial_gb, order=order, timeout=timeout, memory_gb=memory_gb,
+                      threads=threads, save_best=save_best, retry_failed=retry_failed, quiet=quiet,
+                      unsafe_no_jail=unsafe_no_jail, tune_cache=tune_cache)
     if unsafe_no_jail:
         click.echo("WARNING: --unsafe-no-jail: model code runs WITHOUT the jail (debugging only)", err=True)
     if device == "cuda":

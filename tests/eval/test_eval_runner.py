@@ -93,3 +93,28 @@ def test_resume_continues_where_it_stopped(box, setup, tmp_path):
 def test_failures_are_results(box, setup, tmp_path):
     bad, _ = train(box, setup, tmp_path / "bad", transform="no_such_transform")
     assert bad.status == "error" and "no tensor fast path" in bad.message
+
+
+def test_checkpointing_auto_follows_the_memory_budget(box, setup, tmp_path):
+    """`checkpointing: auto` turns checkpointing on exactly when what one training forward saves exceeds
+    half the budget; the figure agrees with the model file's own `Net.saved_bytes`; numbers are unchanged."""
+    import importlib.util
+
+    tight, _ = train(box, setup, tmp_path / "tight", epochs=1, checkpointing="auto", memory_budget=1 << 20)
+    roomy, _ = train(box, setup, tmp_path / "roomy", epochs=1, checkpointing="auto", memory_budget=1 << 40)
+    assert tight.status == roomy.status == "trained"
+    saved = tight.value["saved_bytes"]
+    assert saved == roomy.value["saved_bytes"] and saved > (1 << 20) / 2
+    assert tight.value["checkpointing"] and not roomy.value["checkpointing"]
+    assert tight.value["memory_budget"] == 1 << 20
+    assert losses(tight) == losses(roomy)
+    path = tmp_path / "model.py"
+    path.write_text(setup[1])
+    spec = importlib.util.spec_from_file_location("tiny_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import torch
+
+    net = module.Net((1, 3, 32, 32), (10,), {"lr": 0.01, "momentum": 0.9, "dropout": 0.2}, torch.device("cpu"))
+    net.amp = False
+    assert net.saved_bytes(16) == pytest.approx(saved, rel=0.05)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 LEMUR_KEYS = {"accuracy", "batch", "lr", "momentum", "duration", "duration_seconds", "epoch_max", "metric_acc",
               "transform", "uid", "task", "dataset", "metric", "model", "train_stat"}  # tiny models: no dropout
 OUR_KEYS = {"peak_memory_mb", "images_per_s", "epoch_time_s", "train_time_s", "amp", "checkpointing",
-            "channels_last", "seed", "device", "params", "self_reported"}  # under "nn_gpt_fractal"
+            "channels_last", "seed", "device", "params", "self_reported", "policies"}  # under "nn_gpt_fractal"
 RUN_KEYS = {"name", "status", "message", "seeds", "spec", "config"}
 SEED_KEYS = {"seed", "status", "message", "epochs", "params", "flops"}
 EPOCH_KEYS = {"epoch", "accuracy", "train_loss", "val_loss", "train_accuracy", "epoch_time_s", "images_per_s",

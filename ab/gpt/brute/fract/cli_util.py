@@ -63,6 +63,17 @@ class Threads(click.ParamType):
         return n
 
 
+class IntOrAuto(click.IntRange):
+    """An integer in range, or the word auto."""
+
+    name = "integer|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return super().convert(value, param, ctx)
+
+
 class Path(click.Path):
     """click.Path that also refuses an empty name (which would silently mean the current folder)."""
 

@@ -40,6 +40,7 @@ from .trial import Trial, TrialLimits, TrialResult
 from .trial.executors import LocalExecutor, RayExecutor
 from .trial.runner import config_hash
 from .trial.session import BEST, HISTORY, STATE
+from .tune.policies import SweepPolicies, checkpointing_record
 
 WORK = ".work"
 
@@ -58,9 +59,11 @@ class SweepConfig:
     transform: str = "norm_flip"
     seeds: int = 1
     seed: int = 0
-    amp: bool | str = "auto"
-    checkpointing: bool = True
-    channels_last: bool = False
+    amp: bool | str = "auto"  # True, False or "auto" (tuned per shape class on this machine)
+    checkpointing: bool | str = "auto"  # auto: decided per model from its activation memory
+    channels_last: bool | str = "auto"
+    compile: str = "auto"  # torch.compile: auto, on, off
+    tune_cache: Path | None = None  # the per-machine tuning cache (None: tune.cache.default_path())
     device: str = "auto"
     data_dir: str | None = None
     train_limit: int | None = None
@@ -68,7 +71,7 @@ class SweepConfig:
     db: Path | None = None
     register: bool = True
     fetch_lemur_db: bool = False
-    workers: int = 1
+    workers: int | str = 1  # local jailed trials at once, or "auto" (the tuner's CPU packing)
     executor: str = "local"
     address: str | None = None
     gpus_per_trial: float | None = None  # Ray: GPU share of a trial (None: 1 on CUDA, else 0)
@@ -130,12 +133,14 @@ def discover(models_dir: Path, pattern: str | None = None) -> list[ModelEntry]:
     return out
 
 
-def trial_config(cfg: SweepConfig, seed: int, norm, threads: int | None, device: str) -> dict:
+def trial_config(cfg: SweepConfig, seed: int, norm, threads: int | None, device: str,
+                 policies: dict | None = None) -> dict:
+    """The runner's config of one trial; `policies` are the driver's resolved `auto` decisions."""
     conf = {"epochs": cfg.epochs, "batch": cfg.batch, "lr": cfg.lr, "momentum": cfg.momentum, "dropout": cfg.dropout,
             "transform": cfg.transform, "seed": seed, "amp": cfg.amp, "checkpointing": cfg.checkpointing,
-            "channels_last": cfg.channels_last, "device": device, "threads": threads,
+            "channels_last": cfg.channels_last, "compile": cfg.compile == "on", "device": device, "threads": threads,
             "train_limit": cfg.train_limit, "test_limit": cfg.test_limit, "norm": [list(v) for v in norm],
-            "save_best": cfg.save_best, "eval_batch": 256}
+            "save_best": cfg.save_best, "eval_batch": 256, **(policies or {})}
     conf["config_hash"] = config_hash(conf)
     return conf
 
@@ -144,13 +149,26 @@ def failed_seed(seed: int, status: str, message: str) -> dict:
     return {"seed": seed, "status": status, "message": message, "epochs": [], "params": None}
 
 
-def seed_result(name: str, seed: int, conf: dict, res: TrialResult, resumed: int) -> dict:
+def seed_result(name: str, seed: int, conf: dict, res: TrialResult, resumed: int, policies: dict | None = None,
+                checkpointing_mode: bool | str = "auto") -> dict:
     info = res.value or {}
     return {"name": name, "seed": seed, "status": res.status, "message": res.message,
             "params": info.get("params"), "device": info.get("device", conf["device"]),
             "amp": info.get("amp", False), "checkpointing": info.get("checkpointing", False),
-            "channels_last": bool(conf["channels_last"]), "threads": info.get("threads", conf["threads"]),
-            "resumed_epochs": resumed, "epochs": res.epochs}
+            "channels_last": conf["channels_last"] is True, "threads": info.get("threads", conf["threads"]),
+            "resumed_epochs": resumed, "epochs": res.epochs,
+            "policies": {**(policies or {}), **checkpointing_record(checkpointing_mode, info),
+                         "compile": bool(conf.get("compile")), **compile_seconds(conf, res.epochs, resumed)}}
+
+
+def compile_seconds(conf: dict, epochs: list[dict], resumed: int) -> dict:
+    """With torch.compile, what it cost: the first step of the first epoch run now, less a normal step."""
+    if not conf.get("compile") or len(epochs) <= resumed:
+        return {}
+    e = epochs[resumed]
+    if e.get("first_step_s") is None or e.get("step_s") is None:
+        return {}
+    return {"compile_s": round(max(0.0, e["first_step_s"] - e["step_s"]), 2)}
 
 
 class Bars:
@@ -246,7 +264,7 @@ def _sweep(cfg: SweepConfig, entries: list[ModelEntry], out: Path, say) -> Sweep
         for e in done:  # idempotent: finishes a registration a killed run may have missed
             _register(db, out, e.name, outcome, say)
     if todo:
-        _evaluate(cfg, todo, out, data, lemur_norm(), cuda, record_cfg, db, outcome)
+        _evaluate(cfg, todo, out, data, lemur_norm(), cuda, record_cfg, db, outcome, say)
     try:
         (out / WORK).rmdir()
     except OSError:
@@ -293,27 +311,50 @@ def saved_progress(work: Path, conf: dict) -> tuple[list[dict], bytes | None]:
     return history, state
 
 
-def _executor(cfg: SweepConfig, limits: TrialLimits, run_dir: Path, cuda: bool, data: dict, threads: int):
+def _executor(cfg: SweepConfig, limits: TrialLimits, run_dir: Path, cuda: bool, data: dict, threads: int,
+              workers: int = 1):
     jail_data = {k: data[k] for k in ("train_x", "train_y", "test_x")}  # never the test labels
     if cfg.executor == "ray":
         gpus = cfg.gpus_per_trial if cfg.gpus_per_trial is not None else float(cuda)
         memory = int(cfg.memory_per_trial_gb * 2**30) if cfg.memory_per_trial_gb else None
         return RayExecutor(limits, data=jail_data, address=cfg.address, gpus=gpus if cuda else 0,
                            cpus=cfg.cpus_per_trial, memory=memory, threads=threads)
-    return LocalExecutor(cfg.workers, limits, scratch=None, data=jail_data, threads=threads, cuda=cuda,
+    return LocalExecutor(workers, limits, scratch=None, data=jail_data, threads=threads, cuda=cuda,
                          unsafe_no_jail=cfg.unsafe_no_jail)
 
 
-def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome) -> None:
+def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bool, record_cfg: dict,
+                  say: Callable[[str], None]) -> tuple[SweepPolicies, int, int]:
+    """The sweep's policy resolver and its (workers, threads); `--workers auto` is decided here and noted
+    in the run's config record."""
+    import numpy as np
+
+    train_images = len(np.load(data["train_x"], mmap_mode="r", allow_pickle=False))
+    if cfg.train_limit:
+        train_images = min(train_images, cfg.train_limit)
+    pol = SweepPolicies(cfg.amp, cfg.channels_last, cfg.compile, cfg.checkpointing, "cuda" if cuda else "cpu",
+                        cfg.batch, cfg.epochs, train_images, cfg.tune_cache, say)
+    cores = len(os.sched_getaffinity(0))
+    if cfg.executor == "ray":
+        return pol, 1, cfg.threads or max(1, int(cfg.cpus_per_trial))
+    if cfg.workers == "auto":
+        workers, threads, rec = pol.packing([(e.spec, e.flops) for e in todo], cores)
+        workers = min(workers, len(todo) * cfg.seeds)
+        record_cfg["workers"], record_cfg["packing"] = workers, rec
+    else:
+        workers, threads = int(cfg.workers), max(1, cores // int(cfg.workers))
+    pol.workers = workers
+    return pol, workers, cfg.threads or threads
+
+
+def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome, say=print) -> None:
     run_dir = out / WORK
     run_dir.mkdir(parents=True, exist_ok=True)
-    workers = cfg.workers if cfg.executor == "local" else 1
-    threads = cfg.threads or (max(1, int(cfg.cpus_per_trial)) if cfg.executor == "ray"
-                              else max(1, (os.cpu_count() or 1) // workers))
+    policies, workers, threads = make_policies(cfg, todo, data, cuda, record_cfg, say)
     # no address-space limit on CUDA: the driver maps far more virtual memory than it uses
     limits = TrialLimits(cpu_s=int(cfg.timeout * max(threads, 1)) + 120, memory_gb=None if cuda else cfg.memory_gb)
     bars = Bars(len(todo), cfg.quiet, cfg.epochs)
-    pending: dict[Future, tuple[ModelEntry, int, Path, dict, int]] = {}
+    pending: dict[Future, tuple[ModelEntry, int, Path, dict, int, dict]] = {}
     seeds_of: dict[str, list[dict]] = {}
     codes: dict[str, str] = {}
     device = "cuda" if cuda else "cpu"
@@ -321,8 +362,8 @@ def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome) -> None
     def finish(e: ModelEntry, code: str, seeds: list[dict]) -> None:
         _finish(out, e, code, seeds, record_cfg, db, outcome, bars)
 
-    def settle(e: ModelEntry, s: int, conf: dict, res: TrialResult, resumed: int) -> None:
-        seeds_of[e.name].append(seed_result(e.name, s, conf, res, resumed))
+    def settle(e: ModelEntry, s: int, conf: dict, res: TrialResult, resumed: int, pol: dict) -> None:
+        seeds_of[e.name].append(seed_result(e.name, s, conf, res, resumed, pol, cfg.checkpointing))
         if len(seeds_of[e.name]) == cfg.seeds:
             seed_results = sorted(seeds_of.pop(e.name), key=lambda r: r["seed"])
             _keep_best(cfg, out, e.name, run_dir)
@@ -341,7 +382,8 @@ def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome) -> None
                 e, s, work, code = item
                 codes[e.name] = code
                 seeds_of.setdefault(e.name, [])
-                conf = {**trial_config(cfg, s, norm, threads, device), "name": e.name}
+                overrides, pol = policies.for_trial(e.spec, e.flops)
+                conf = {**trial_config(cfg, s, norm, threads, device, overrides), "name": e.name}
                 history, state = saved_progress(work, conf)
                 diverged = bool(history) and (history[-1].get("accuracy") is None or history[-1].get("train_loss") is None)
                 if history and (len(history) == cfg.epochs or diverged):
@@ -349,21 +391,21 @@ def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome) -> None
                     res = TrialResult("diverged" if diverged else "trained",
                                       f"non-finite loss in epoch {history[-1]['epoch']}" if diverged else "",
                                       {}, history)
-                    settle(e, s, conf, res, len(history))
+                    settle(e, s, conf, res, len(history), pol)
                     continue
                 if executor is None:
-                    executor = _executor(cfg, limits, run_dir, cuda, data, threads)
+                    executor = _executor(cfg, limits, run_dir, cuda, data, threads, workers)
                 trial = Trial("train", code, conf, cfg.timeout, labels=data["test_y"], resume=state,
                               history=history, state_dir=str(work))
-                pending[executor.submit(trial, bars.event(f"{e.name} s{s}"))] = (e, s, work, conf, len(history))
+                pending[executor.submit(trial, bars.event(f"{e.name} s{s}"))] = (e, s, work, conf, len(history), pol)
             if not pending:
                 break
             done, _ = wait(list(pending), timeout=0.5, return_when=FIRST_COMPLETED)
             bars.poll()
             for fut in done:
-                e, s, work, conf, resumed = pending.pop(fut)
+                e, s, work, conf, resumed, pol = pending.pop(fut)
                 bars.finish_trial(f"{e.name} s{s}")
-                settle(e, s, conf, fut.result(), resumed)
+                settle(e, s, conf, fut.result(), resumed, pol)
     except BaseException:
         # interrupted: leave the trials' state for a rerun; the jails die with their driver
         bars.close()

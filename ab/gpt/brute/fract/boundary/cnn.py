@@ -95,7 +95,7 @@ def train_pixels(path: str, config: dict) -> dict:
     module = import_isolated(path)
     prm = {"lr": 0.0, "momentum": 0.0, "dropout": float(config.get("dropout", 0.0)), "batch": batch,
            "epoch": 1, "transform": config["transform"]}
-    model = build(module, run, device, prm)  # seeded: the same initial weights for every pixel
+    model, _ = build(module, run, device, prm)  # seeded: the same initial weights for every pixel
     init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     mean, std = config["norm"]
     train = TensorCifar(*load_split(config["data"], "train", config.get("train_limit")), mean, std,

@@ -21,7 +21,9 @@ it becomes a hyperparameter): seed, device, amp, checkpointing, channels_last, i
 images per second of training time), peak_memory_mb, epoch_time_s, train_time_s, params and
 `self_reported`: the figures measured inside the jail, where the model code ran (train_loss,
 train_accuracy, gradient_norm, images/s, times, peak memory: the trial's record lists them; at least the
-two that the model's own learn() returned). Test accuracy and loss are computed by the driver.
+two that the model's own learn() returned), and `policies`: what the sweep's auto policies decided for the
+trial (amp, channels_last, checkpointing, compile) with the reason and the figures behind each
+(`tune/policies.py`). Test accuracy and loss are computed by the driver.
 
 The prm keys are what the model uses: lr and momentum (the template's supported_hyperparameters()),
 batch, epoch_max and transform (the trainer's), and the dropout the model applies, from its spec: `dropout`
@@ -110,6 +112,8 @@ def stat_trials(name: str, config: dict, seeds: list[dict], spec: dict | None = 
                      "epoch_time_s": e.get("epoch_time_s"), "train_time_s": e.get("train_time_s"),
                      "params": s.get("params"),
                      "self_reported": list(e.get("self_reported") or SELF_REPORTED)}
+            if s.get("policies"):  # what the auto policies decided for this trial, and why
+                extra["policies"] = s["policies"]
             trial = dict(sorted({  # nn-dataset's merge_prm sorts these keys
                 **prm, "uid": uid, "duration": duration, "duration_seconds": round(duration / 1e9, 2),
                 "accuracy": e["accuracy"], "train_stat": _train_stat(e, best_acc, best_epoch, config["epochs"]),

@@ -107,12 +107,17 @@ _NUM = (int, float)
 SCHEMA = {
     "progress": {"epoch": ((int,), True), "batch": ((int,), True), "batches": ((int,), True)},
     "info": {"params": ((int,), True), "amp": ((bool,), True), "checkpointing": ((bool,), True),
-             "threads": ((int,), True), "device": ((str,), True)},
+             "threads": ((int,), True), "device": ((str,), True),
+             # --checkpointing auto: the bytes one training forward saves and the budget they were held to
+             "saved_bytes": ((int, type(None)), False), "memory_budget": ((int, type(None)), False),
+             "compile": ((bool,), False)},
     "epoch": {"epoch": ((int,), True), "train_loss": (_NUM + (type(None),), True),
               "train_accuracy": (_NUM + (type(None),), True), "images": ((int,), True),
               "train_time_s": (_NUM, True), "epoch_time_s": (_NUM, True),
               "peak_memory_mb": (_NUM + (type(None),), True), "gradient_norm": (_NUM + (type(None),), True),
-              "diverged": ((bool,), True)},
+              "diverged": ((bool,), True),
+              # first training step and the median one: what torch.compile added shows in the difference
+              "first_step_s": (_NUM + (type(None),), False), "step_s": (_NUM + (type(None),), False)},
     "result": {"value": ((dict,), True)},
     "error": {"message": ((str,), True), "oom": ((bool,), True)},
 }

@@ -1,7 +1,10 @@
 """The training runner (the paper's `NNAlterFractalNet`), as it runs inside a jail: one model, one seed.
 
 `train(path, config, resume, channel)` imports the model file, switches the Net's AMP / gradient
-checkpointing as configured, calls `train_setup(prm)` and then, per epoch, the model's own `learn()` on an
+checkpointing / channels_last / torch.compile as configured (the driver resolves `auto` for AMP,
+channels_last and compile from the per-machine tuner; `checkpointing: auto` is decided here, from the bytes
+one training forward of the model saves, against the memory budget the driver passes), calls
+`train_setup(prm)` and then, per epoch, the model's own `learn()` on an
 iterable of ready batches (the LEMUR contract), followed by a forward pass over the test IMAGES (no_grad,
 eval mode). The jail has no test labels: after each epoch it sends (protocol.py) the test logits as
 float32 [n_test, 10], its self-reported training figures and the trial state (model, optimizer, scaler)
@@ -11,6 +14,7 @@ state: training continues after `config["start_epoch"]` finished epochs. Each ep
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -28,10 +32,10 @@ STATE_FORMAT = "fractal-trial-state/1"
 # config keys that change the numbers; a saved state made under other values is not resumed. The epoch
 # count is not one of them (no schedule depends on it): a finished shorter run can be extended.
 RESULT_KEYS = ("batch", "lr", "momentum", "dropout", "transform", "seed", "amp", "checkpointing",
-               "channels_last", "device", "train_limit", "test_limit", "eval_batch", "norm")
+               "channels_last", "compile", "device", "train_limit", "test_limit", "eval_batch", "norm")
 DEFAULTS = {"epochs": 5, "batch": 16, "lr": 0.01, "momentum": 0.9, "dropout": 0.2, "transform": "norm_flip",
-            "seed": 0, "amp": "auto", "checkpointing": True, "channels_last": False, "device": "auto",
-            "threads": None, "train_limit": None, "test_limit": None, "eval_batch": 256, "save_best": False}
+            "seed": 0, "amp": "auto", "checkpointing": "auto", "channels_last": False, "compile": False,
+            "device": "auto", "memory_budget": None, "threads": None, "train_limit": None, "test_limit": None, "eval_batch": 256, "save_best": False}
 # Measured on this project's 2-core CPU (bf16 autocast vs fp32, batch 16, fractal nets): bf16 is 17% slower
 # when the narrowest conv has 8 channels and 1.35-1.7x faster from 16 channels up.
 CPU_AMP_MIN_CHANNELS = 16
@@ -76,18 +80,57 @@ def auto_amp(model, device: torch.device) -> bool:
     return bool(widths) and min(widths) >= CPU_AMP_MIN_CHANNELS
 
 
+@contextlib.contextmanager
+def preserved_rng():
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+def checkpointing_auto(model, batch: int, device: torch.device, budget: int | None) -> tuple[bool, int, int]:
+    """`checkpointing: auto`: (on, saved bytes, budget): on when the tensors one training forward saves
+    without checkpointing exceed DEFAULT_SHARE of the budget (the driver's memory budget for this trial, or
+    the device's free memory)."""
+    from ..tune import memory
+
+    dtype = model.amp_dtype() if getattr(model, "amp", False) and hasattr(model, "amp_dtype") else torch.float32
+    saved = memory.saved_tensor_bytes(model, batch, dtype=dtype)
+    budget = int(budget) if budget else memory.free_bytes(device)
+    return memory.decide(saved, budget)[0], saved, budget
+
+
 def build(module, config: dict, device: torch.device, prm: dict):
-    """Instantiate Net seeded, apply the runner's switches, call train_setup."""
+    """Instantiate Net seeded, apply the runner's switches, call train_setup. Returns (model, info) with
+    what `auto` decided here."""
     seed_all(config["seed"])
     model = module.Net((1, 3, 32, 32), (10,), prm, device)
+    info: dict = {}
     if hasattr(model, "amp"):
         model.amp = auto_amp(model, device) if config["amp"] == "auto" else bool(config["amp"])
     if hasattr(model, "grad_checkpoint"):
-        model.grad_checkpoint = bool(config["checkpointing"])
-    if config["channels_last"]:
+        if config["checkpointing"] == "auto":
+            with preserved_rng():  # the estimate leaves the random streams as they were
+                on, info["saved_bytes"], info["memory_budget"] = checkpointing_auto(
+                    model, int(config["batch"]), device, config.get("memory_budget"))
+        else:
+            on = bool(config["checkpointing"])
+        model.grad_checkpoint = on
+    if config["channels_last"] is True:
         model = model.to(memory_format=torch.channels_last)
     model.train_setup(prm)
-    return model
+    if config.get("compile"):
+        import os
+
+        # in a jail: no compile worker pool, a uid without a passwd entry (inductor asks for a user name)
+        os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+        os.environ.setdefault("USER", "trial")
+        model.forward = torch.compile(model.forward)
+        info["compile"] = True
+    return model, info
 
 
 def gradient_norm(model) -> float | None:
@@ -157,6 +200,7 @@ class Progress:
     def __init__(self, channel: int, batches: int, every_s: float = 0.5) -> None:
         self.channel, self.batches, self.every_s = channel, batches, every_s
         self.epoch = self.batch = self.images = 0
+        self.steps: list[float] = []
         self._last = 0.0
 
     def send(self, force: bool = False) -> None:
@@ -167,11 +211,20 @@ class Progress:
                                        "batches": self.batches})
 
     def feed(self, batches):
+        """Yields the batches; times each step (from one batch handed over to the next request)."""
+        self.steps = []
         for x, y in batches:
+            started = time.perf_counter()
             yield x, y
+            self.steps.append(time.perf_counter() - started)
             self.batch += 1
             self.images += len(y)
             self.send()
+
+    def step_times(self) -> dict:
+        s = sorted(self.steps)
+        return {"first_step_s": round(self.steps[0], 4) if self.steps else None,
+                "step_s": round(s[len(s) // 2], 4) if s else None}
 
 
 def test_logits(model, images: TensorCifar, batch: int, generator: torch.Generator) -> bytes:
@@ -197,20 +250,20 @@ def train(path: str, config: dict, resume: bytes | None, channel: int) -> None:
     prm = {"lr": config["lr"], "momentum": config["momentum"], "dropout": config["dropout"],
            "batch": config["batch"], "epoch": config["epochs"], "transform": config["transform"]}
     module = import_isolated(path)
-    model = build(module, config, device, prm)
+    model, decided = build(module, config, device, prm)
     write_frame(channel, {"type": "info", "params": sum(p.numel() for p in model.parameters()),
                           "amp": bool(getattr(model, "amp", False)),
                           "checkpointing": bool(getattr(model, "grad_checkpoint", False)),
-                          "threads": torch.get_num_threads(), "device": device.type})
+                          "threads": torch.get_num_threads(), "device": device.type, **decided})
     mean, std = config["norm"]
     flip = TRANSFORMS[config["transform"]]
     data = config["data"]
     train_x = load_images(data["train_x"], config["train_limit"])
     train_y = torch.from_numpy(np.array(np.load(data["train_y"], mmap_mode="r", allow_pickle=False)[:len(train_x)]))
     test_x = load_images(data["test_x"], config["test_limit"])
-    train_set = TensorCifar(train_x, train_y, mean, std, flip, device, config["channels_last"])
-    test_set = TensorCifar(test_x, torch.zeros(len(test_x), dtype=torch.int64), mean, std, flip, device,
-                           config["channels_last"])
+    cl = config["channels_last"] is True
+    train_set = TensorCifar(train_x, train_y, mean, std, flip, device, cl)
+    test_set = TensorCifar(test_x, torch.zeros(len(test_x), dtype=torch.int64), mean, std, flip, device, cl)
     start = int(config.get("start_epoch") or 0)
     if resume:
         load_state(model, resume, device)
@@ -241,7 +294,7 @@ def train(path: str, config: dict, resume: bytes | None, channel: int) -> None:
                               "train_time_s": round(train_time, 4),
                               "epoch_time_s": round(time.perf_counter() - started, 4),
                               "peak_memory_mb": finite(mem.peak_mb), "gradient_norm": grad_norm,
-                              "diverged": diverged}, [logits, state])
+                              "diverged": diverged, **progress.step_times()}, [logits, state])
         if diverged:
             break
     write_frame(channel, {"type": "result", "value": {}})

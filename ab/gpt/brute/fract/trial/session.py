@@ -237,7 +237,7 @@ class _Judge:
         if kind == "progress":
             self.on_event("progress", header)
         elif kind == "info":
-            self.info = {k: header[k] for k in protocol.SCHEMA["info"]}
+            self.info = {k: header[k] for k in protocol.SCHEMA["info"] if k in header}
         elif kind == "epoch":
             self._epoch(header, payloads)
         else:
@@ -262,6 +262,7 @@ class _Judge:
                "images_per_s": round(h["images"] / max(h["train_time_s"], 1e-9), 1),
                "peak_memory_mb": h["peak_memory_mb"], "train_time_s": h["train_time_s"],
                "gradient_norm": h["gradient_norm"], "duration_ns": prev + int(h["epoch_time_s"] * 1e9),
+               "first_step_s": h.get("first_step_s"), "step_s": h.get("step_s"),
                "self_reported": SELF_REPORTED,
                # nn-dataset's train_stat machine fields, measured here, outside the jail
                "system": train_stat_system(self.info.get("device", "cpu"))}

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Callable
 
 from ..sweep_order import longest_first
-from .synthetic import ShapeClass, shape_class_of_spec
+from .cost import TRAIN_FACTOR, drop_path_factor  # noqa: F401 (part of this module's interface)
+from .synthetic import ShapeClass, dominant_shape, shape_class_of_spec
 
-TRAIN_FACTOR = 3  # training step ~ forward + backward (2 x forward)
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
 
 
@@ -34,16 +34,6 @@ class Entry:
     @property
     def shape(self) -> ShapeClass | None:
         return shape_class_of_spec(self.spec) if self.spec else None
-
-
-def drop_path_factor(spec: dict | None) -> float:
-    """Expected share of the full network's training FLOPs under global drop-path: with probability
-    global_drop a step runs one random column, whose ops are on average 1/C of the block's (column j has
-    2**j of the 2**C - 1). Local drop-path, which skips a few more join inputs, is not counted."""
-    if not spec or spec.get("kind", "fractal") != "fractal":
-        return 1.0
-    c, g = int(spec.get("columns", 1)), float(spec.get("global_drop", 0.5))
-    return (1 - g) + g / c
 
 
 @dataclass
@@ -201,7 +191,7 @@ TRIAL_OVERHEAD_S = 1.0  # per trial: handing the model to a worker, importing it
 def plan_sweep(models: Path, out: Path, pattern: str | None = None, limit: int | None = None,
                retry_failed: bool = False, epochs: int = 5, seeds: int = 1, batch: int = 16,
                train_limit: int | None = None, test_limit: int | None = None, data_dir: str | None = None,
-               device: str = "auto", workers: int = 1, checkpointing: bool = False, calibrate: bool = True,
+               device: str = "auto", workers: int | str = 1, checkpointing: bool = False, calibrate: bool = True,
                cache_path: Path | None = None,
                overhead_s: float = TRIAL_OVERHEAD_S, echo: Callable[[str], None] = print) -> Plan:
     """The plan of the sweep `NNEval` would run with these options (the same models, filter, limit and
@@ -230,9 +220,18 @@ def plan_sweep(models: Path, out: Path, pattern: str | None = None, limit: int |
     n_test = min(n_test, test_limit) if test_limit else n_test
     entries = entries_from_manifest(models, [e.name for e in todo])
     rate = None
+    if workers == "auto" and not calibrate:
+        workers = 1
     if calibrate:
         dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
         cache = TuneCache(cache_path)
+        if workers == "auto":  # the packing the sweep would pick (tune.policies)
+            if dev.type == "cuda":
+                workers = 1
+            else:
+                pack = tune(dominant_shape([(e.spec, e.flops) for e in entries]), batch, dev, cache, packing=True)
+                workers = min(pack.workers or 1, max(1, len(entries) * seeds))
+                echo(f"workers auto: {pack.packing_reason}")
 
         def rate(shape: ShapeClass) -> float:
             t = tune(shape, batch, dev, cache, packing=dev.type == "cpu" and workers > 1)

@@ -59,6 +59,17 @@ def shape_class_of_spec(spec: dict) -> ShapeClass:
     return ShapeClass.of(spec["channels"], per_block)
 
 
+def dominant_shape(specs_flops) -> ShapeClass:
+    """The class carrying most of a sweep's FLOPs, from (spec, forward FLOPs) pairs; models without a spec
+    are not counted (w16-32-64_c2 when none has one)."""
+    weight: dict[ShapeClass, float] = {}
+    for spec, flops in specs_flops:
+        if spec:
+            s = shape_class_of_spec(spec)
+            weight[s] = weight.get(s, 0.0) + float(flops or 1)
+    return max(weight, key=lambda s: (weight[s], s)) if weight else ShapeClass.of((16, 32, 64), 2)
+
+
 def build(shape: ShapeClass, classes: int = 10) -> nn.Module:
     """conv3x3-bn-relu x convs per block, 2x2 max-pool after each block, global average pool, linear head."""
     layers: list[nn.Module] = []

@@ -1,0 +1,135 @@
+"""The sweep's `auto` policies, resolved by the driver (trusted code) before a trial starts.
+
+- `--amp auto` / `--channels-last auto`: the autotuner's decision for the model's shape class (a short probe
+  of trusted synthetic stacks on this device, cached per machine: `autotune.tune`). A model file without a
+  generator spec has no shape class: AMP then falls back to the runner's static rule and channels_last stays
+  off, and the record says so.
+- `--workers auto`: the autotuner's CPU packing (workers x threads) for the shape class that carries most of
+  the sweep's FLOPs; on CUDA one worker.
+- `--compile auto`: on only when the model's expected training time (manifest FLOPs over the tuned rate)
+  pays back the measured compile cost many times (`compile.decide`); the compile probe itself runs only
+  for trials expected to train at least `PROBE_MIN_TRAIN_S`, so short sweeps never pay for it.
+- `--checkpointing auto` is decided inside the trial, where the model is (`runner.checkpointing_auto`); the
+  driver passes the memory budget (`memory_budget`) and words the reason from the figures the trial reports.
+
+Every decision comes with a record that the trial's stats keep (`nn_gpt_fractal.policies`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import compile as tcompile
+from . import memory
+from .autotune import Tuning, tune, worker_rate
+from .cache import TuneCache
+from .cost import TRAIN_FACTOR, drop_path_factor
+from .synthetic import ShapeClass, dominant_shape, shape_class_of_spec
+
+PROBE_MIN_TRAIN_S = 600.0  # a compile probe costs about a compile (tens of seconds): only for long trials
+
+
+def variant_of(t: Tuning) -> str:
+    dtype = {"bfloat16": "bf16", "float16": "fp16"}.get(t.amp_dtype or "", "fp32")
+    return dtype + ("+cl" if t.channels_last else "")
+
+
+@dataclass
+class SweepPolicies:
+    amp: bool | str  # True, False or "auto"
+    channels_last: bool | str
+    compile: str  # auto, on, off
+    checkpointing: bool | str
+    device: str  # cpu or cuda
+    batch: int
+    epochs: int
+    train_images: int
+    cache_path: Path | None = None
+    say: Callable[[str], None] = print
+    workers: int = 1  # trials at once on this machine (they share its memory)
+    _tunings: dict[str, Tuning] = field(default_factory=dict)
+
+    @property
+    def cache(self) -> TuneCache:
+        return TuneCache(self.cache_path)
+
+    def _tuning(self, shape: ShapeClass) -> Tuning:
+        t = self._tunings.get(shape.key)
+        if t is None:
+            t = self._tunings[shape.key] = tune(shape, self.batch, self.device, self.cache, packing=False)
+            self.say(f"tune {shape.key}: {t.reason}" + (" (cached)" if t.cached else f" (probed in {t.probe_s:.0f} s)"))
+        return t
+
+    def packing(self, specs_flops: list[tuple[dict | None, int | None]], cores: int) -> tuple[int, int, dict]:
+        """(workers, threads, record) for `--workers auto`, from the shape class with most of the FLOPs."""
+        if self.device == "cuda":
+            return 1, max(1, cores), {"workers": 1, "reason": "CUDA: one trial per GPU"}
+        shape = dominant_shape(specs_flops)
+        t = tune(shape, self.batch, self.device, self.cache, packing=True)
+        self._tunings.setdefault(shape.key, t)
+        self.say(f"workers auto: {t.packing_reason} (class {shape.key}" + (", cached)" if t.cached else ")"))
+        return t.workers or 1, t.threads or max(1, cores), {"workers": t.workers, "threads": t.threads,
+                                                              "reason": t.packing_reason, "shape": shape.key}
+
+    def for_trial(self, spec: dict | None, flops: int | None) -> tuple[dict, dict]:
+        """(config overrides, record) for one model."""
+        conf: dict = {}
+        rec: dict = {}
+        shape = shape_class_of_spec(spec) if spec else None
+        t = self._tuning(shape) if shape and "auto" in (self.amp, self.channels_last) else None
+        if self.amp == "auto":
+            if t is not None:
+                conf["amp"], rec["amp_reason"] = t.amp, f"auto ({shape.key}): {t.reason}"
+            else:
+                conf["amp"], rec["amp_reason"] = "auto", "auto without a generator spec: the runner's static width rule"
+        else:
+            conf["amp"], rec["amp_reason"] = bool(self.amp), f"--amp {'on' if self.amp else 'off'}"
+        if self.channels_last == "auto":
+            cl = bool(t.channels_last) if t is not None else False
+            conf["channels_last"] = cl
+            rec["channels_last_reason"] = (f"auto ({shape.key}): {t.reason}" if t is not None
+                                           else "auto without a generator spec: off")
+        else:
+            conf["channels_last"] = bool(self.channels_last)
+            rec["channels_last_reason"] = f"--channels-last {'on' if self.channels_last else 'off'}"
+        if t is not None:
+            rec["tuning"] = {k: v for k, v in t.as_record()["tuning"].items() if k not in ("packing", "probe_s")}
+        conf["compile"], rec["compile_reason"] = self._compile(shape, flops, spec, t)
+        if self.checkpointing == "auto":
+            conf["memory_budget"] = self.memory_budget()
+        return conf, rec
+
+    def _compile(self, shape: ShapeClass | None, flops: int | None, spec: dict | None,
+                 t: Tuning | None) -> tuple[bool, str]:
+        if self.compile != "auto":
+            return tcompile.decide(self.compile, None, None)
+        if shape is None or flops is None:
+            return False, "auto off: no generator spec or FLOPs to estimate the training time from"
+        t = t or self._tuning(shape)
+        work = TRAIN_FACTOR * flops * self.train_images * self.epochs * drop_path_factor(spec)
+        expected = work / worker_rate(t, shape)
+        if expected < PROBE_MIN_TRAIN_S:
+            return False, f"auto off: expected training ~{expected:.0f} s < {PROBE_MIN_TRAIN_S:.0f} s (no compile probe)"
+        cost, _ = tcompile.measured_cost(shape, self.batch, self.device, variant_of(t), self.cache)
+        return tcompile.decide("auto", expected, cost)
+
+    def memory_budget(self) -> int | None:
+        """Bytes one trial's activations may count on: CPU: available RAM shared by the workers; CUDA: None
+        (the trial reads the free device memory itself)."""
+        if self.device == "cuda":
+            return None
+        return memory.free_bytes("cpu") // max(1, self.workers)
+
+
+def checkpointing_record(mode: bool | str, info: dict) -> dict:
+    """The checkpointing decision and its reason, from the figures the trial reported."""
+    on = bool(info.get("checkpointing", False))
+    if mode != "auto":
+        return {"checkpointing": on, "checkpointing_reason": f"--checkpointing {'on' if mode else 'off'}"}
+    saved, budget = info.get("saved_bytes"), info.get("memory_budget")
+    if saved is None or not budget:
+        return {"checkpointing": on, "checkpointing_reason": "auto: the model has no checkpointing switch"}
+    _, reason = memory.decide(int(saved), int(budget))
+    return {"checkpointing": on, "checkpointing_reason": f"auto: {reason}",
+            "saved_tensors_mb": round(saved / 2**20, 1), "memory_budget_mb": round(budget / 2**20, 1)}
