@@ -1,17 +1,19 @@
 """Training throughput and checkpointing memory, side by side in one run.
 
-    .venv/bin/python bench/bench_train.py [--images 1536] [--threads 2] [--repeats 2]
+    .venv/bin/python bench/bench_train.py [--threads 2] [--repeats 3] [--only throughput|checkpointing]
 
-A. Throughput, same model file, batch 16, same images (the first --images of the CIFAR-10 training set):
-   (a) nn-dataset's path: its CIFAR-10 loader with its `norm_flip` transform (PIL per sample), its
-       `train_loader_f` DataLoader (shuffle, its default 2 loader workers), the model's own `learn()`, fp32
-       and no checkpointing (nn-dataset's `Train` cannot be built here: the wheel ships no `acc` metric);
-       timed from the first batch to the end of `learn()` (loader start-up excluded: favours (a)).
-   (b) our runner with its defaults (`trial/runner.py` in a bubblewrap jail, as NNEval runs it: uint8
-       tensors, flip + normalisation per batch as tensor ops, bf16 autocast, gradient checkpointing);
-       its images/s covers the same `learn()` epoch.
-   Each runs in its own process with the same torch thread count; they alternate --repeats times and the
-   median is reported.
+A. Throughput, whole process against whole process, same model file (N3 C3, 32-64-128), batch 16, one epoch
+   of the training images, evaluation on the test images:
+   (a) nn-dataset's own trainer, `python -m ab.nn.train -c img-classification_cifar-10_acc_<Model> -e 1
+       -p '{"lr": 0.01, "momentum": 0.9, "batch": 16}' -f norm_flip`, in a source-checkout LEMUR root whose DB
+       holds the model (it rebuilds the file from the DB, as a LEMUR user gets it), offline through
+       `lemur site-dir`. It runs the file with the file's own defaults (`Net.auto_policies`: AMP and
+       checkpointing decided as our runner does) and its DataLoader with PIL transforms.
+   (b) `python -m ab.gpt.NNEval --models <the file> --epochs 1 --batch 16` with every default (jail, auto
+       policies from this machine's tuning cache, registration into a fresh DB).
+   Wall time of each process, alternating --repeats times, medians; also our training images/s and model
+   FLOP utilisation: achieved training FLOP/s (3 x forward FLOPs x the drop-path share x images / training
+   time) over the measured matmul peak of the dtype used.
 B. Checkpointing, on a large variant (N=3, C=4, 64-128-256 channels, bf16 autocast as in the runner):
    step time (full `learn()` steps) and peak activation memory (all columns, drop-path off: the largest
    step) with and without it. Each case runs in a
@@ -21,7 +23,7 @@ B. Checkpointing, on a large variant (N=3, C=4, 64-128-256 channels, bf16 autoca
    64 KiB there, so freed tensors leave resident memory at once and RSS follows live memory.
 
 Generated model code runs in child processes only (it is statically checked first); (a) is not jailed
-(nn-dataset's path, measured as it is).
+(nn-dataset's trainer, measured as it is).
 """
 from __future__ import annotations
 
@@ -80,45 +82,6 @@ def load_model(path: str):
     return mod
 
 
-def child_lemur(path: str, data_dir: str, images: int, threads: int, **_) -> dict:
-    """(a): nn-dataset's loader, transform and DataLoader feeding the model's learn(), fp32."""
-    import importlib
-
-    import torch
-    import torchvision
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    loader_mod = importlib.import_module("ab.nn.loader.cifar-10")
-    transform_fn = importlib.import_module("ab.nn.transform.norm_flip").transform
-    from ab.nn.util.Const import default_num_workers
-    from ab.nn.util.Util import train_loader_f
-
-    # a shortened subset fails torchvision's md5 check: read the files in place without it
-    torchvision.datasets.CIFAR10._check_integrity = lambda self: True
-    torchvision.datasets.CIFAR10._load_meta = lambda self: None
-    loader_mod.data_dir = Path(data_dir).parent
-    _, _, train_set, _ = loader_mod.loader(transform_fn, "img-classification")
-    subset = torch.utils.data.Subset(train_set, range(min(images, len(train_set))))
-    dl = train_loader_f(subset, 16, default_num_workers)
-    net = load_model(path).Net((1, 3, 32, 32), (10,), {"lr": 0.01, "momentum": 0.9}, "cpu")
-    net.amp, net.grad_checkpoint = False, False  # fp32, as nn-dataset's path trains
-    net.train_setup({"lr": 0.01, "momentum": 0.9})
-    clock = {}
-
-    def timed(batches):
-        n = 0
-        for x, y in batches:
-            clock.setdefault("start", time.perf_counter())
-            n += len(y)
-            yield x, y
-        clock["n"] = n
-
-    net.learn(timed(dl))
-    dt = time.perf_counter() - clock["start"]
-    return {"images_per_s": clock["n"] / dt, "loader_workers": default_num_workers}
-
-
 def child_ckpt(path: str, checkpointing: bool, threads: int, steps: int = 3, **_) -> dict:
     """B: peak resident memory of forward+backward above the level just before, and training step time."""
     import torch
@@ -165,34 +128,60 @@ def hwm_kb() -> int:
     return _status_kb("VmHWM:")
 
 
-# -- (b) through the real runner --------------------------------------------------------------------------
-def ours(path: Path, prepared: dict, images: int, threads: int, box, **over) -> dict:
-    from ab.gpt.brute.fract import data
-    from ab.gpt.brute.fract.trial import Trial
-    from ab.gpt.brute.fract.trial.runner import DEFAULTS, config_hash
+# -- A: whole processes ---------------------------------------------------------------------------------
+def timed_run(args: list[str], cwd: Path, extra_env: dict | None = None) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env={**env(), **(extra_env or {})}, text=True,
+                          capture_output=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:3])} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return wall
 
-    conf = {**DEFAULTS, "epochs": 1, "batch": 16, "norm": [list(v) for v in data.lemur_norm()],
-            "train_limit": images, "test_limit": 16, "threads": threads, "device": "cpu", **over}
-    conf["config_hash"] = config_hash(conf)
-    res = box.submit(Trial("train", path.read_text(), conf, 1800, labels=prepared["test_y"])).result()
-    assert res.status == "trained", res
-    e = res.epochs[0]
-    return {"images_per_s": e["images_per_s"], "amp": res.value["amp"], "checkpointing": res.value["checkpointing"],
-            "channels_last": conf["channels_last"]}
+
+def ours(mid: Path, batches: Path, root: Path, k: int) -> tuple[float, dict]:
+    """NNEval with its defaults on the one model, into a fresh results folder and DB; (wall s, stat record)."""
+    out, db = root / f"ours{k}", root / f"ours{k}" / "ab.nn.db"
+    wall = timed_run(["-m", "ab.gpt.NNEval", "--models", str(mid.parent), "--epochs", "1", "--batch", "16",
+                      "--data-dir", str(batches), "--out", str(out), "--db", str(db), "-q"], cwd=root)
+    (stat,) = out.glob("stat/train/*/1.json")
+    return wall, json.loads(stat.read_text())[0]
+
+
+def nn_dataset(name: str, root: Path) -> float:
+    from ab.gpt.brute.fract.lemur.names import config_name
+    from ab.gpt.brute.fract.lemur.subset import site_dir
+
+    prm = json.dumps({"lr": 0.01, "momentum": 0.9, "batch": 16})
+    return timed_run(["-m", "ab.nn.train", "-c", config_name(name), "-e", "1", "-p", prm, "-f", "norm_flip"],
+                     cwd=root, extra_env={"PYTHONPATH": f"{site_dir()}{os.pathsep}{root}"})
+
+
+def utilisation(stat: dict, flops: int, spec: dict) -> tuple[float, float, str]:
+    """(achieved training FLOP/s, matmul peak FLOP/s of the dtype used, dtype)."""
+    import torch
+
+    from ab.gpt.brute.fract.tune.autotune import matmul_peaks
+    from ab.gpt.brute.fract.tune.cost import TRAIN_FACTOR, drop_path_factor
+
+    ours_ = stat["nn_gpt_fractal"]
+    images = ours_["images_per_s"] * ours_["train_time_s"]
+    achieved = TRAIN_FACTOR * flops * drop_path_factor(spec) * images / ours_["train_time_s"]
+    dtype = "bf16" if ours_["amp"] else "fp32"
+    return achieved, matmul_peaks(torch.device("cpu"))[dtype], dtype
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--images", type=int, default=1536)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", choices=["throughput", "checkpointing"], help="run one part")
     ap.add_argument("--data-dir", help="cifar-10-batches-py folder [$NN_GPT_FRACTAL_CIFAR, the shared subset]")
     ap.add_argument("--child")
     ap.add_argument("payload", nargs="?")
     args = ap.parse_args()
     if args.child:
-        fn = {"lemur": child_lemur, "ckpt": child_ckpt}[args.child]
+        fn = {"ckpt": child_ckpt}[args.child]
         print(json.dumps(fn(**json.loads(args.payload))))
         return
 
@@ -204,39 +193,47 @@ def main() -> None:
         tmp = Path(tmp)
         (tmp / "ab").mkdir()
         (tmp / "README.md").write_text("bench LEMUR root\n")
-        prepared = data.prepare(batches, tmp / "cache").to_dict()
         mid = generate(MID, tmp / "mid")
         large = generate(LARGE, tmp / "large")
-        print(f"data: {batches}; {args.images} images, batch 16, {args.threads} torch threads, "
+        print(f"data: {batches}; batch 16, {args.threads} torch threads (part B), "
               f"cpu cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
         if args.only != "checkpointing":
-            throughput(args, mid, batches, prepared, tmp)
+            throughput(args, mid, batches, tmp)
         if args.only != "throughput":
             checkpointing(args, large, tmp)
 
 
-def throughput(args, mid: Path, batches: Path, prepared: dict, tmp: Path) -> None:
-    from ab.gpt.brute.fract.trial import TrialLimits
-    from ab.gpt.brute.fract.trial.executors import LocalExecutor
+def throughput(args, mid: Path, batches: Path, tmp: Path) -> None:
+    from ab.gpt.brute.fract.manifest import Manifest
 
-    print(f"A. throughput, model {mid.stem}")
-    a_runs, b_runs, c_runs = [], [], []
-    jail_data = {k: prepared[k] for k in ("train_x", "train_y", "test_x")}
-    with LocalExecutor(1, TrialLimits(cpu_s=36000), data=jail_data, threads=args.threads) as box:
-        for _ in range(args.repeats):
-            a_runs.append(child("lemur", path=str(mid), data_dir=str(batches), images=args.images,
-                                threads=args.threads, cwd=str(tmp))["images_per_s"])
-            b = ours(mid, prepared, args.images, args.threads, box)
-            b_runs.append(b["images_per_s"])
-            c_runs.append(ours(mid, prepared, args.images, args.threads, box, checkpointing=False)["images_per_s"])
-    a, b_med = statistics.median(a_runs), statistics.median(b_runs)
-    print(f"  (a) nn-dataset path (fp32, DataLoader + PIL transforms): {a:8.1f} images/s  runs {fmt(a_runs)}")
-    print(f"  (b) our runner (amp={b['amp']}, checkpointing={b['checkpointing']}, "
-          f"channels_last={b['channels_last']}): {b_med:8.1f} images/s  runs {fmt(b_runs)}")
-    print(f"  ratio (b)/(a): {b_med / a:.2f}x")
-    c_med = statistics.median(c_runs)
-    print(f"  (c) our runner, checkpointing off (not the default; shows its cost): {c_med:8.1f} images/s  "
-          f"runs {fmt(c_runs)}; ratio (c)/(a): {c_med / a:.2f}x")
+    sys.path.insert(0, str(REPO / "tests"))
+    from lemur.lemurkit import checkout  # nn-dataset's source layout, as the round-trip tests build it
+
+    (rec,) = Manifest.load(mid.parent).valid()
+    print(f"A. throughput, whole process, model {mid.stem} ({rec['flops'] / 1e6:.0f} MFLOP forward)")
+    lemur_root = checkout(tmp / "nn-dataset", batches)
+    walls_a, walls_b, stats = [], [], []
+    for k in range(args.repeats):
+        wall, stat = ours(mid, batches, tmp, k)
+        walls_b.append(wall)
+        stats.append(stat)
+        if k == 0:  # the LEMUR user's DB: the model as we registered it
+            (lemur_root / "db").mkdir(exist_ok=True)
+            import shutil
+
+            shutil.copy(tmp / "ours0" / "ab.nn.db", lemur_root / "db" / "ab.nn.db")
+        walls_a.append(nn_dataset(mid.stem, lemur_root))
+    a, b = statistics.median(walls_a), statistics.median(walls_b)
+    pol = stats[0]["nn_gpt_fractal"]
+    print(f"  (a) python -m ab.nn.train (nn-dataset's trainer):  {a:7.1f} s  runs {fmt(walls_a, '.1f')}")
+    print(f"  (b) python -m ab.gpt.NNEval, defaults:              {b:7.1f} s  runs {fmt(walls_b, '.1f')}  "
+          f"(amp={pol['amp']}, channels_last={pol['channels_last']}, checkpointing={pol['checkpointing']}, "
+          f"compile={pol['policies']['compile']})")
+    print(f"  ratio (a)/(b): {a / b:.2f}x  (goal >= 2x)")
+    ips = statistics.median(s["nn_gpt_fractal"]["images_per_s"] for s in stats)
+    achieved, peak, dtype = utilisation(stats[0], rec["flops"], rec["spec"])
+    print(f"  ours: {ips:.0f} training images/s; model FLOP utilisation {achieved / 1e9:.1f} GFLOP/s of the "
+          f"{dtype} matmul peak {peak / 1e9:.0f} GFLOP/s = {100 * achieved / peak:.1f}%")
 
 
 def checkpointing(args, large: Path, tmp: Path) -> None:
@@ -250,8 +247,8 @@ def checkpointing(args, large: Path, tmp: Path) -> None:
           f"step time x{res[True]['step_s'] / res[False]['step_s']:.2f}")
 
 
-def fmt(xs: list[float]) -> str:
-    return ", ".join(f"{x:.0f}" for x in xs)
+def fmt(xs: list[float], spec: str = ".0f") -> str:
+    return ", ".join(format(x, spec) for x in xs)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from .space import codecheck
 from .sweep_order import ORDERS
 from .trial import Trial, TrialLimits, TrialResult
 from .trial.executors import LocalExecutor, RayExecutor
+from .trial.jail import require_bwrap
 from .trial.runner import config_hash
 from .trial.session import BEST, HISTORY, STATE
 from .tune.policies import SweepPolicies, checkpointing_record
@@ -339,7 +340,9 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
         return pol, 1, cfg.threads or max(1, int(cfg.cpus_per_trial))
     if cfg.workers == "auto":
         workers, threads, rec = pol.packing([(e.spec, e.flops) for e in todo], cores)
-        workers = min(workers, len(todo) * cfg.seeds)
+        if workers > len(todo) * cfg.seeds:  # fewer trials than workers: give each the cores
+            workers = len(todo) * cfg.seeds
+            threads = max(1, cores // workers)
         record_cfg["workers"], record_cfg["packing"] = workers, rec
     else:
         workers, threads = int(cfg.workers), max(1, cores // int(cfg.workers))
@@ -350,6 +353,8 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
 def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome, say=print) -> None:
     run_dir = out / WORK
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.executor == "local" and not cfg.unsafe_no_jail:
+        require_bwrap()  # no jail, no sweep: say so before any probing
     policies, workers, threads = make_policies(cfg, todo, data, cuda, record_cfg, say)
     # no address-space limit on CUDA: the driver maps far more virtual memory than it uses
     limits = TrialLimits(cpu_s=int(cfg.timeout * max(threads, 1)) + 120, memory_gb=None if cuda else cfg.memory_gb)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 MAX_CONVS = 4  # deeper blocks probe like 4-conv ones: the per-layer speed is what differs
