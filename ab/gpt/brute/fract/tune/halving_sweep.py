@@ -142,6 +142,10 @@ def evaluate(cfg, population: list, out: Path, data, norm, cuda, record_cfg: dic
         rec = results.load_run(out, n)
         recs[n] = None if _fresh(rec, cfg) else rec
         trials[n] = _trial(rec, cfg)
+    if db is not None:  # idempotent: a run killed between a record and its registration left rows out
+        for n in names:
+            if recs[n] is not None:
+                ev._register(db, out, n, outcome, lambda m: click.echo(m, err=True))
     touched: set[str] = set()
     trained = [0]
 
