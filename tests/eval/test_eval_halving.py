@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -19,8 +20,8 @@ from .evalkit import REPO, make_root, run_cli
 pytestmark = pytest.mark.slow
 
 # 3 models, rungs 1,3: all train 1 epoch, the best 2 go on to 3 epochs (7 epochs of the full schedule's 9)
-HALVING = ["--schedule", "halving", "--epochs", "3", "--rungs", "1", "--eta", "2", "--min-keep", "2",
-           "--train-limit", "768", "--test-limit", "128", "--threads", "1", "-q", "--order", "file"]
+COMMON = ["--epochs", "3", "--train-limit", "768", "--test-limit", "128", "--threads", "1", "-q", "--order", "file"]
+HALVING = ["--schedule", "halving", "--rungs", "1", "--eta", "2", "--min-keep", "2", *COMMON]
 NUMBERS = ("epoch", "accuracy", "train_loss", "val_loss", "train_accuracy")
 
 
@@ -135,6 +136,7 @@ def test_kill_9_mid_rung_then_rerun_matches_an_uninterrupted_run(reference, tiny
     assert 4 <= before < 7, before  # rung 0 (3 epochs) and epoch 2 of a model saved, not all done
     recs_then = runs(root)
     assert any(r["schedule"]["state"] == "running" for r in recs_then.values())
+    shutil.copytree(root, tmp_path / "copy")  # for --schedule full below
     (root / "db" / "ab.nn.db").unlink()  # the rerun registers every record's epochs, those of stopped models too
 
     rerun = nneval(root, tiny_models, cifar_dir).stdout
@@ -145,3 +147,14 @@ def test_kill_9_mid_rung_then_rerun_matches_an_uninterrupted_run(reference, tiny
            {n: (r["status"], r["schedule"], numbers(r)) for n, r in ref.items()}
     assert stat_rows(root) == stat_rows(ref_root) and stat_files(root) == stat_files(ref_root)
     assert not (out / ".work").exists()
+
+    # --schedule full on the killed halving run: the stopped model stays as it is (done), the running ones go
+    # on to --epochs from their saved state; the same numbers, one DB row per epoch
+    copy = tmp_path / "copy"
+    proc = run_cli("ab.gpt.NNEval", "--models", str(tiny_models), "--data-dir", str(cifar_dir), *COMMON, cwd=copy)
+    assert "2 evaluated (trained 2), 1 already done" in proc.stdout
+    after = runs(copy)
+    assert {n: numbers(r) for n, r in after.items()} == {n: numbers(r) for n, r in ref.items()}
+    assert {n for n, r in after.items() if "schedule" in r} == {n for n, r in ref.items()
+                                                               if r["schedule"]["state"] == "stopped"}
+    assert stat_rows(copy) == stat_rows(ref_root)
