@@ -158,3 +158,48 @@ def test_kill_9_mid_rung_then_rerun_matches_an_uninterrupted_run(reference, tiny
     assert {n for n, r in after.items() if "schedule" in r} == {n for n, r in ref.items()
                                                                if r["schedule"]["state"] == "stopped"}
     assert stat_rows(copy) == stat_rows(ref_root)
+
+
+RAISES = '''"""Passes the static checks, fails when built."""
+import torch
+
+
+def supported_hyperparameters():
+    return {'lr', 'momentum'}
+
+
+class Net(torch.nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        raise ValueError("this model cannot be built")
+
+    def forward(self, x):
+        return x
+
+    def train_setup(self, prm):
+        pass
+
+    def learn(self, train_data):
+        pass
+'''
+
+
+def test_a_failure_stops_at_its_rung_and_retry_failed_retries_only_it(tiny_models, cifar_dir, tmp_path):
+    root = make_root(tmp_path / "lemur")
+    models = root / "models"
+    models.mkdir()
+    tiny = sorted(tiny_models.glob("*.py"))[0]
+    shutil.copy(tiny, models)
+    (models / "RaisesNet.py").write_text(RAISES)
+    args = ["--models", str(models), "--data-dir", str(cifar_dir), "--schedule", "halving", "--epochs", "2",
+            "--eta", "2", "--train-limit", "256", "--test-limit", "128", "--threads", "1", "-q", "--no-register"]
+    first = run_cli("ab.gpt.NNEval", *args, cwd=root).stdout
+    recs = runs(root)
+    assert recs["RaisesNet"]["status"] == "error" and recs["RaisesNet"]["schedule"]["state"] == "stopped"
+    assert recs["RaisesNet"]["schedule"]["stop"]["reason"] == "error after 0 epoch(s)"
+    assert recs[tiny.stem]["schedule"]["state"] == "finished" and len(recs[tiny.stem]["seeds"][0]["epochs"]) == 2
+    assert "stopped 1 at rung 0 (1 epoch, 1 failed); 1 finished" in first
+    assert "0 evaluated" in run_cli("ab.gpt.NNEval", *args, cwd=root).stdout
+    retry = run_cli("ab.gpt.NNEval", *args, "--retry-failed", cwd=root).stdout
+    assert "1 evaluated (error 1), 1 already done" in retry and "0 epochs trained in this run" in retry
+    assert runs(root)[tiny.stem] == recs[tiny.stem]

@@ -101,9 +101,14 @@ def select(cfg, entries: list, out: Path) -> tuple[list, list]:
         (pop if s is not None or _fresh(rec, cfg) or rec["status"] == "killed" else rest).append(e)
     if cfg.limit is not None:
         pop, rest = pop[:cfg.limit], rest + pop[cfg.limit:]
-    complete = all((schedule_of(results.load_run(out, e.name)) or {}).get("state") in ("stopped", "finished")
-                   and not (out / WORK / e.name).exists() for e in pop)
-    return ([], rest + pop) if complete else (pop, rest)
+    return ([], rest + pop) if all(_settled(out, e.name, cfg) for e in pop) else (pop, rest)
+
+
+def _settled(out: Path, name: str, cfg) -> bool:
+    """Stopped or finished, nothing to retry and no state left: the model needs nothing from this run."""
+    rec = results.load_run(out, name)
+    return ((schedule_of(rec) or {}).get("state") in ("stopped", "finished") and not _fresh(rec, cfg)
+            and rec["status"] != "killed" and not (out / WORK / name).exists())
 
 
 def _trial(rec: dict | None, cfg) -> Trial:
