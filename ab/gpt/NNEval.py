@@ -5,8 +5,9 @@
 Trains every model in --models (default <LEMUR root>/out/fractal) that has no result yet, each in a
 bubblewrap jail (one fresh process per model), writes LEMUR-format results to --out (default <LEMUR root>/new_lemur) and
 registers them into nn-dataset's SQLite DB. Rerunning resumes; interrupted models continue from their
-last finished epoch. Data: --data-dir or $NN_GPT_FRACTAL_CIFAR (a cifar-10-batches-py folder), else
-<LEMUR root>/data (downloaded as nn-dataset does when missing and online).
+last finished epoch. `--schedule halving` gives every model a first budget and only the best 1/eta the
+next (successive halving, `tune/halving_sweep.py`). Data: --data-dir or $NN_GPT_FRACTAL_CIFAR (a
+cifar-10-batches-py folder), else <LEMUR root>/data (downloaded as nn-dataset does when missing and online).
 """
 from __future__ import annotations
 
