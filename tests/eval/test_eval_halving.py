@@ -1,6 +1,7 @@
 """`NNEval --schedule halving` end to end through the real CLI (jailed training on the CIFAR subset): who is
-stopped and why, one stat file and one DB row per finished epoch, and a sweep killed with SIGKILL mid-rung
-that a rerun completes with the same numbers, training no epoch twice."""
+stopped and why (ranked out, or failed), one stat file and one DB row per finished epoch, a sweep killed with
+SIGKILL mid-rung that a rerun completes with the same numbers, training no epoch twice, `--schedule full` and
+`--retry-failed` on a halving folder."""
 from __future__ import annotations
 
 import json
