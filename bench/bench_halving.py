@@ -75,6 +75,8 @@ def main() -> None:
     ap.add_argument("--channels", default="16,32,64", help="AlterNNFN --channels (the narrow space)")
     ap.add_argument("--depth", default="1-3")
     ap.add_argument("--columns", default="1-3")
+    ap.add_argument("--gen-arg", action="append", default=[], metavar="ARG",
+                    help="more AlterNNFN arguments, e.g. --gen-arg=--conv=conv3x3 (repeatable)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
     ap.add_argument("--train-limit", type=int)
     ap.add_argument("--test-limit", type=int)
@@ -95,7 +97,7 @@ def main() -> None:
     models = root / "models"
     gen_s = run("ab.gpt.brute.fract.AlterNNFN", ["--generator", "stratified", "--seed", str(a.seed), "--limit",
                                                  str(a.models), "--channels", a.channels, "--depth", a.depth,
-                                                 "--columns", a.columns, "--out", str(models), "-q"], root)
+                                                 "--columns", a.columns, *a.gen_arg, "--out", str(models), "-q"], root)
     flops = {r["name"]: r.get("flops") for r in Manifest.load(models).valid()}
     print(f"{len(flops)} models generated in {gen_s:.0f} s ({a.channels}, depth {a.depth}, columns {a.columns}); "
           f"{a.epochs} epochs, train-limit {a.train_limit or 'all'}, test-limit {a.test_limit or 'all'}; "
