@@ -26,6 +26,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -257,7 +258,8 @@ def _sweep(cfg: SweepConfig, entries: list[ModelEntry], out: Path, say) -> Sweep
         for e in done:  # idempotent: finishes a registration a killed run may have missed
             _register(db, out, e.name, outcome, say)
     if todo:
-        evaluate = halving_sweep.evaluate if cfg.schedule == "halving" else _evaluate
+        evaluate = _evaluate if cfg.schedule != "halving" else \
+            partial(halving_sweep.evaluate, train=_evaluate, register=_register)  # its rungs run on _evaluate
         evaluate(cfg, todo, out, data, lemur_norm(), cuda, record_cfg, db, outcome)
     try:
         (out / WORK).rmdir()

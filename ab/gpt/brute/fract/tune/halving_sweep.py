@@ -26,6 +26,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -35,7 +36,7 @@ from ..sweep_order import ORDERS
 from .halving import Rungs, Schedule, Trial, make_rungs, step, trial_from_run
 
 NAME = "halving"
-WORK = ".work"  # evaluate.WORK (not imported: evaluate imports this module lazily)
+WORK = ".work"  # evaluate.WORK (not imported: evaluate imports this module)
 
 
 class RungsParam(click.ParamType):
@@ -134,10 +135,10 @@ def _sync(out: Path, sched: Schedule, recs: dict, rungs: Rungs) -> None:
             shutil.rmtree(out / WORK / name, ignore_errors=True)
 
 
-def evaluate(cfg, population: list, out: Path, data, norm, cuda, record_cfg: dict, db, outcome) -> None:
-    """Run the halving schedule of `population` to its end (evaluate._evaluate's signature)."""
-    from .. import evaluate as ev
-
+def evaluate(cfg, population: list, out: Path, data, norm, cuda, record_cfg: dict, db, outcome, *, train: Callable,
+             register: Callable) -> None:
+    """Run the halving schedule of `population` to its end: each rung's trials go to `train`
+    (evaluate._evaluate, whose other arguments these are), DB registration to `register` (evaluate._register)."""
     rungs = rungs_of(cfg)
     by_name = {e.name: e for e in population}
     names = list(by_name)
@@ -150,7 +151,7 @@ def evaluate(cfg, population: list, out: Path, data, norm, cuda, record_cfg: dic
     if db is not None:  # idempotent: a run killed between a record and its registration left rows out
         for n in names:
             if recs[n] is not None:
-                ev._register(db, out, n, outcome, lambda m: click.echo(m, err=True))
+                register(db, out, n, outcome, lambda m: click.echo(m, err=True))
     touched: set[str] = set()
     trained = [0]
 
@@ -172,8 +173,8 @@ def evaluate(cfg, population: list, out: Path, data, norm, cuda, record_cfg: dic
                                f"{sched.todo[0][1]} epoch(s) and did not fail")
         last_todo = sched.todo
         todo = ORDERS[cfg.order]([by_name[n] for n, _ in sched.todo])
-        ev._evaluate(replace(cfg, epochs=sched.todo[0][1]), todo, out, data, norm, cuda, record_cfg, db, outcome,
-                     write_model=write_model)
+        train(replace(cfg, epochs=sched.todo[0][1]), todo, out, data, norm, cuda, record_cfg, db, outcome,
+              write_model=write_model)
     outcome.records = [recs[n] for n in names if n in touched]  # one final record per model, not one per rung
     outcome.skipped += len(names) - len(touched)
     outcome.trained_epochs += trained[0]
