@@ -70,6 +70,14 @@ def _run_boundary(args, capsys) -> str:
     (["--out", ""], ["--out", "empty path"]),
     (["--db", ""], ["--db", "empty path"]),
     (["--limit", "-1"], ["--limit"]),
+    (["--eta", "3"], ["--eta", "needs --schedule halving"]),
+    (["--rungs", "1"], ["--rungs", "needs --schedule halving"]),
+    (["--schedule", "halving", "--eta", "1"], ["--eta", "1 is not in the range x>=2"]),
+    (["--schedule", "halving", "--min-keep", "0"], ["--min-keep"]),
+    (["--schedule", "halving", "--rungs", "3,1"], ["--rungs", "increasing positive epoch counts"]),
+    (["--schedule", "halving", "--rungs", "1,x"], ["--rungs", "not a list of epoch counts"]),
+    (["--schedule", "halving", "--rungs", "1,9", "--epochs", "3"], ["--rungs", "goes past --epochs 3"]),
+    (["--schedule", "fast"], ["--schedule"]),
 ])
 def test_nneval_rejects(args, words, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

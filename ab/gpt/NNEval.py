@@ -5,8 +5,9 @@
 Trains every model in --models (default <LEMUR root>/out/fractal) that has no result yet, each in a
 bubblewrap jail (one fresh process per model), writes LEMUR-format results to --out (default <LEMUR root>/new_lemur) and
 registers them into nn-dataset's SQLite DB. Rerunning resumes; interrupted models continue from their
-last finished epoch. Data: --data-dir or $NN_GPT_FRACTAL_CIFAR (a cifar-10-batches-py folder), else
-<LEMUR root>/data (downloaded as nn-dataset does when missing and online).
+last finished epoch. `--schedule halving` gives every model a first budget and only the best 1/eta the
+next (successive halving, `tune/halving_sweep.py`). Data: --data-dir or $NN_GPT_FRACTAL_CIFAR (a
+cifar-10-batches-py folder), else <LEMUR root>/data (downloaded as nn-dataset does when missing and online).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ab.gpt.brute.fract.data import DATA_ENV, TRANSFORMS, DataError
 from ab.gpt.brute.fract.evaluate import SweepConfig, SweepOutcome, run_sweep
 from ab.gpt.brute.fract.manifest import ManifestError
 from ab.gpt.brute.fract.paths import models_dir, new_lemur_dir
+from ab.gpt.brute.fract.tune import halving_sweep
 
 
 def _mode(choice: str) -> bool | str:
@@ -72,6 +74,9 @@ def print_summary(outcome: SweepOutcome) -> None:
     click.echo(f"all results: {s.get('models', 0)} models, success rate "
                f"{'-' if total_rate is None else f'{100 * total_rate:.1f}%'}"
                + (f"; {outcome.registered_rows} new DB rows" if last.get("db") else ""))
+    if last.get("schedule"):
+        for line in halving_sweep.describe(last["schedule"]):
+            click.echo(line)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -129,6 +134,14 @@ def print_summary(outcome: SweepOutcome) -> None:
 @click.option("--threads", type=cli_util.Threads(), help="torch threads per worker, at most the CPUs [cores / workers]")
 @click.option("--save-best", is_flag=True, help="keep each trial's best weights in <out>/ckpt/")
 @click.option("--retry-failed", is_flag=True, help="evaluate again models whose result is not 'trained'")
+@click.option("--schedule", type=click.Choice(["full", "halving"]), default="full", show_default=True,
+              help="full: every model trains --epochs; halving: successive halving, every model gets the first "
+                   "rung's epochs and the best 1/eta of each rung go on (resumable; records say where and why a model "
+                   "stopped; a later --schedule full leaves the stopped ones as they are)")
+@click.option("--eta", type=click.IntRange(min=2), help="halving: the best 1/eta of a rung go on [3]")
+@click.option("--rungs", type=halving_sweep.RungsParam(), help="halving: the epoch budgets below --epochs, e.g. 1 "
+              "or 1,2 (--epochs is added) [1, eta, eta^2, ... below --epochs]")
+@click.option("--min-keep", type=click.IntRange(min=1), help="halving: at least this many go on from each rung [1]")
 @click.option("--unsafe-no-jail", is_flag=True, help="DEBUGGING ONLY, UNSAFE: train without the bubblewrap jail "
               "(model code can then read, write and run anything this user can)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
@@ -138,7 +151,7 @@ def print_summary(outcome: SweepOutcome) -> None:
 def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform, seeds, seed, amp, checkpointing,
          channels_last, compile_mode, device, data_dir, train_limit, test_limit, out, db, no_register, fetch_lemur_db, workers,
          executor, address, gpus_per_trial, cpus_per_trial, memory_per_trial_gb, order, timeout, memory_gb, threads,
-         save_best, retry_failed, unsafe_no_jail, quiet, plan, tune_cache):
+         save_best, retry_failed, unsafe_no_jail, quiet, plan, tune_cache, schedule, eta, rungs, min_keep):
     """Train generated models on CIFAR-10, write LEMUR-format results and register them in the DB."""
     if plan:  # what the sweep would cost, calibrated on this device; nothing is trained or written
         from ab.gpt.brute.fract.tune import plan as tplan
@@ -149,6 +162,12 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
                              cache_path=tune_cache, echo=lambda m: click.echo(m, err=True))
         tplan.render(p, echo=click.echo)
         return 0
+    for name, value in (("--eta", eta), ("--rungs", rungs), ("--min-keep", min_keep)):
+        if value is not None and schedule != "halving":
+            raise click.BadParameter(f"{name} needs --schedule halving", param_hint=name)
+    if rungs and rungs[-1] > epochs:
+        raise click.BadParameter(f"{','.join(map(str, rungs))} goes past --epochs {epochs}: give the budgets below "
+                                 f"the full one, e.g. --rungs 1", param_hint="--rungs")
     if address and executor != "ray":
         raise click.BadParameter("--address needs --executor ray", param_hint="--address")
     for name, value in (("--gpus-per-trial", gpus_per_trial), ("--cpus-per-trial", cpus_per_trial),
@@ -169,7 +188,8 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
                       address=address, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial or 1.0,
                       memory_per_trial_gb=memory_per_trial_gb, order=order, timeout=timeout, memory_gb=memory_gb,
                       threads=threads, save_best=save_best, retry_failed=retry_failed, quiet=quiet,
-                      unsafe_no_jail=unsafe_no_jail, tune_cache=tune_cache)
+                      unsafe_no_jail=unsafe_no_jail, tune_cache=tune_cache, schedule=schedule, eta=eta or 3,
+                      rungs=rungs, min_keep=min_keep or 1)
     if unsafe_no_jail:
         click.echo("WARNING: --unsafe-no-jail: model code runs WITHOUT the jail (debugging only)", err=True)
     if device == "cuda":

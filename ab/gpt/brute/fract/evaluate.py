@@ -10,7 +10,8 @@ cannot lose or duplicate rows. Only one sweep at a time may use a results folder
 one-line error).
 
 Resume: a model whose `runs/<Model>.json` exists is done and is skipped (its DB rows are re-checked), except
-one whose trial was killed from outside (status killed), which is retried. Unfinished trials keep the state
+one whose trial was killed from outside (status killed), which is retried, and one a halving sweep left
+"running" (`--schedule halving` has its own rung-aware rule: tune/halving_sweep.py). Unfinished trials keep the state
 their jail sent after each epoch in `new_lemur/.work/<Model>/seed<k>/` (safetensors + the epochs so far,
 written by the driver), so a rerun after any interruption, kill -9 included, continues after the last
 finished epoch.
@@ -25,6 +26,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -84,6 +86,10 @@ class SweepConfig:
     threads: int | None = None
     save_best: bool = False
     retry_failed: bool = False
+    schedule: str = "full"  # full: every model gets `epochs`; halving: tune/halving_sweep.py
+    eta: int = 3  # halving: the best 1/eta of a rung go on
+    rungs: tuple[int, ...] | None = None  # halving: budgets before the full one (None: make_rungs)
+    min_keep: int = 1  # halving: at least this many go on from a rung
     quiet: bool = False
     static_check: bool = True  # the first filter; off only to show the jail holds without it
     unsafe_no_jail: bool = False  # debugging only
@@ -110,6 +116,7 @@ class SweepOutcome:
     stat_errors: list[str] = field(default_factory=list)  # models not registered: a stat file is corrupt
     summary: dict = field(default_factory=dict)
     wall_s: float = 0.0
+    trained_epochs: int = 0  # --schedule halving: epochs trained in this run (resumed ones not counted)
 
 
 def discover(models_dir: Path, pattern: str | None = None) -> list[ModelEntry]:
@@ -237,12 +244,17 @@ def _sweep(cfg: SweepConfig, entries: list[ModelEntry], out: Path, say) -> Sweep
     for e in entries:
         rec = results.load_run(out, e.name)
         finished = rec is not None and rec["status"] != "killed" and not (cfg.retry_failed and rec["status"] != "trained")
+        finished = finished and (rec.get("schedule") or {}).get("state") != "running"  # halving may go on
         (done if finished else todo).append(e)
         if finished:  # a run killed between its record and its clean-up left the work folder
             shutil.rmtree(out / WORK / e.name, ignore_errors=True)
     if cfg.limit is not None:
         todo = todo[:cfg.limit]
     todo = ORDERS[cfg.order](todo)
+    if cfg.schedule == "halving":  # the whole halving population, decided rung by rung from the records
+        from .tune import halving_sweep
+
+        todo, done = halving_sweep.select(cfg, entries, out)
     outcome.skipped = len(done)
 
     import torch
@@ -265,7 +277,9 @@ def _sweep(cfg: SweepConfig, entries: list[ModelEntry], out: Path, say) -> Sweep
         for e in done:  # idempotent: finishes a registration a killed run may have missed
             _register(db, out, e.name, outcome, say)
     if todo:
-        _evaluate(cfg, todo, out, data, lemur_norm(), cuda, record_cfg, db, outcome, say)
+        evaluate = partial(_evaluate, say=say) if cfg.schedule != "halving" else \
+            partial(halving_sweep.evaluate, train=partial(_evaluate, say=say), register=_register)  # rungs run on _evaluate
+        evaluate(cfg, todo, out, data, lemur_norm(), cuda, record_cfg, db, outcome)
     try:
         (out / WORK).rmdir()
     except OSError:
@@ -277,6 +291,8 @@ def _sweep(cfg: SweepConfig, entries: list[ModelEntry], out: Path, say) -> Sweep
             "config": {k: record_cfg[k] for k in results.CONFIG_KEYS + ("dropout", "seeds", "seed", "channels_last",
                                                                         "train_limit", "test_limit", "executor",
                                                                         "workers")}}
+    if cfg.schedule == "halving":
+        last["schedule"] = halving_sweep.report(cfg, entries, out, outcome)
     outcome.summary = results.write_summary(out, last)
     return outcome
 
@@ -350,7 +366,9 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
     return pol, workers, cfg.threads or threads
 
 
-def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome, say=print) -> None:
+def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome, say=print, write_model=None) -> None:
+    """Train `todo`; each model's files are written by `write_model` (results.write_model's signature) and its
+    work folder deleted, unless `write_model` is given: then the caller keeps and cleans up the state."""
     run_dir = out / WORK
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.executor == "local" and not cfg.unsafe_no_jail:
@@ -365,7 +383,7 @@ def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome, say=pri
     device = "cuda" if cuda else "cpu"
 
     def finish(e: ModelEntry, code: str, seeds: list[dict]) -> None:
-        _finish(out, e, code, seeds, record_cfg, db, outcome, bars)
+        _finish(out, e, code, seeds, record_cfg, db, outcome, bars, write_model or results.write_model)
 
     def settle(e: ModelEntry, s: int, conf: dict, res: TrialResult, resumed: int, pol: dict) -> None:
         seeds_of[e.name].append(seed_result(e.name, s, conf, res, resumed, pol, cfg.checkpointing))
@@ -373,7 +391,8 @@ def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome, say=pri
             seed_results = sorted(seeds_of.pop(e.name), key=lambda r: r["seed"])
             _keep_best(cfg, out, e.name, run_dir)
             finish(e, codes.pop(e.name), seed_results)
-            shutil.rmtree(run_dir / e.name, ignore_errors=True)
+            if write_model is None:
+                shutil.rmtree(run_dir / e.name, ignore_errors=True)
 
     trials = _trials(cfg, todo, run_dir, finish)
     executor = None
@@ -442,8 +461,9 @@ def _register(db, out: Path, name: str, outcome: SweepOutcome, say: Callable[[st
         say(f"error: {e}")
 
 
-def _finish(out, entry: ModelEntry, code: str, seeds: list[dict], record_cfg: dict, db, outcome, bars) -> None:
-    rec = results.write_model(out, entry.name, code, entry.spec, record_cfg, seeds, entry.flops)
+def _finish(out, entry: ModelEntry, code: str, seeds: list[dict], record_cfg: dict, db, outcome, bars,
+            write_model=results.write_model) -> None:
+    rec = write_model(out, entry.name, code, entry.spec, record_cfg, seeds, entry.flops)
     if db is not None:
         _register(db, out, entry.name, outcome, lambda m: tqdm.write(m, file=sys.stderr))
     outcome.records.append(rec)

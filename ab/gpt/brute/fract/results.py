@@ -9,7 +9,8 @@ and how to read them. The LEMUR files themselves (model code, per-epoch stat JSO
                     "epochs": [{"epoch", "accuracy", "train_loss", "val_loss", "train_accuracy",
                                 "epoch_time_s", "images_per_s", "peak_memory_mb"}]}],
          "spec" (the generator's spec dict, or null), "config" {lr, momentum, batch, epochs, transform,
-         amp, checkpointing, device}}
+         amp, checkpointing, device},
+         "schedule" (only under --schedule halving: where and why the model stopped, tune/halving_sweep.py)}
         status is one of trained, diverged, out-of-memory, timed-out, error; the model's status is
         "trained" when every seed trained, else that of its first seed that did not. Numbers that were
         not finite are null; a diverged seed's last epoch has null losses/accuracy.
@@ -48,9 +49,10 @@ def model_status(seeds: list[dict]) -> tuple[str, str]:
     return "trained", ""
 
 
-def run_record(name: str, seeds: list[dict], spec: dict | None, config: dict, flops: int | None) -> dict:
+def run_record(name: str, seeds: list[dict], spec: dict | None, config: dict, flops: int | None,
+               schedule: dict | None = None) -> dict:
     status, message = model_status(seeds)
-    return {"name": name, "status": status, "message": message, "spec": spec,
+    return {**({"schedule": schedule} if schedule is not None else {}),"name": name, "status": status, "message": message, "spec": spec,
             "config": {k: config[k] for k in CONFIG_KEYS},
             "seeds": [{"seed": s["seed"], "status": s["status"], "message": s["message"],
                        "params": s.get("params"), "flops": flops,
@@ -59,13 +61,13 @@ def run_record(name: str, seeds: list[dict], spec: dict | None, config: dict, fl
 
 
 def write_model(out: Path, name: str, code: str, spec: dict | None, config: dict, seeds: list[dict],
-                flops: int | None = None) -> dict:
+                flops: int | None = None, schedule: dict | None = None) -> dict:
     """Write one finished model's files; runs/<Model>.json goes last. Returns the run record."""
     trials = stat_trials(name, config, seeds, spec)
     if trials:
         write_text(Path(out) / "nn" / f"{name}.py", code)
         write_stat_files(out, name, trials)
-    record = run_record(name, seeds, spec, config, flops)
+    record = run_record(name, seeds, spec, config, flops, schedule)
     write_json(run_file(out, name), record)
     return record
 
