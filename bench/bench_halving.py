@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--train-limit", type=int)
     ap.add_argument("--test-limit", type=int)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--workers", type=int, default=1, help="NNEval --workers (both runs)")
+    ap.add_argument("--workers", default="auto", help="NNEval --workers (both runs) [auto]")
     ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("NN_GPT_FRACTAL_CIFAR", SUBSET)))
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     a = ap.parse_args()
@@ -110,6 +110,11 @@ def main() -> None:
     halving_args = ["--schedule", "halving", "--eta", str(rungs.eta), "--min-keep", str(rungs.min_keep)]
     if len(rungs.budgets) > 1:
         halving_args += ["--rungs", ",".join(map(str, rungs.budgets[:-1]))]
+    from ab.gpt.brute.fract.tune.plan import plan_sweep
+
+    workers = a.workers if a.workers == "auto" else int(a.workers)
+    plan = plan_sweep(models, root / "full", epochs=a.epochs, batch=a.batch, train_limit=a.train_limit,
+                      test_limit=a.test_limit, data_dir=str(a.data_dir), workers=workers, echo=lambda m: None)
     wall = {"full": run("ab.gpt.NNEval", common + ["--out", str(root / "full")], root),
             "halving": run("ab.gpt.NNEval", common + halving_args + ["--out", str(root / "halving")], root)}
 
@@ -145,6 +150,8 @@ def main() -> None:
           + "; ".join(f"{k} {100 * v:.1f}%" for k, v in share.items())
           + f" ({wall['halving']:.0f} s vs {wall['full']:.0f} s)")
     same = all(halv_trials[n].accuracies == full_trials[n].accuracies[:halv_trials[n].epochs] for n in names)
+    print(f"NNEval --plan's estimate of the full run: {plan.wall_s:.0f} s with {plan.workers} worker(s); measured "
+          f"{wall['full']:.0f} s; estimate / measured {plan.wall_s / wall['full']:.2f} (goal within 25%)")
     print(f"halving's accuracies equal the full run's at the same epochs (deterministic per seed): {same}")
     goal = overlap >= min(4, a.top) and share.get("FLOP-weighted epochs", share["epochs"]) <= 0.40
     print(f"goal (>= {min(4, a.top)} of the top {a.top} at <= 40% of the compute): {'met' if goal else 'NOT met'}")

@@ -35,3 +35,27 @@ def make_root(path: Path) -> Path:
 def generate(root: Path, out: Path, *args: str) -> list[str]:
     run_cli("ab.gpt.brute.fract.AlterNNFN", *TINY, *args, "--out", str(out), cwd=root)
     return sorted(p.stem for p in out.glob("*.py"))
+
+
+RAISES = '''"""A model that passes the static checks and fails when built."""
+import torch
+
+
+def supported_hyperparameters():
+    return {'lr', 'momentum'}
+
+
+class Net(torch.nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        raise ValueError("this model cannot be built")
+
+    def forward(self, x):
+        return x
+
+    def train_setup(self, prm):
+        pass
+
+    def learn(self, train_data):
+        pass
+'''

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .evalkit import REPO, make_root, run_cli
+from .evalkit import RAISES, REPO, make_root, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -159,30 +159,6 @@ def test_kill_9_mid_rung_then_rerun_matches_an_uninterrupted_run(reference, tiny
     assert {n for n, r in after.items() if "schedule" in r} == {n for n, r in ref.items()
                                                                if r["schedule"]["state"] == "stopped"}
     assert stat_rows(copy) == stat_rows(ref_root)
-
-
-RAISES = '''"""Passes the static checks, fails when built."""
-import torch
-
-
-def supported_hyperparameters():
-    return {'lr', 'momentum'}
-
-
-class Net(torch.nn.Module):
-    def __init__(self, in_shape, out_shape, prm, device):
-        super().__init__()
-        raise ValueError("this model cannot be built")
-
-    def forward(self, x):
-        return x
-
-    def train_setup(self, prm):
-        pass
-
-    def learn(self, train_data):
-        pass
-'''
 
 
 def test_a_failure_stops_at_its_rung_and_retry_failed_retries_only_it(tiny_models, cifar_dir, tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .evalkit import QUICK, REPO, generate, run_cli
+from .evalkit import QUICK, RAISES, REPO, generate, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -25,30 +25,6 @@ RUN_KEYS = {"name", "status", "message", "seeds", "spec", "config"}
 SEED_KEYS = {"seed", "status", "message", "epochs", "params", "flops"}
 EPOCH_KEYS = {"epoch", "accuracy", "train_loss", "val_loss", "train_accuracy", "epoch_time_s", "images_per_s",
               "peak_memory_mb"}
-
-RAISES = '''"""A model that passes the static checks and fails when built."""
-import torch
-
-
-def supported_hyperparameters():
-    return {'lr', 'momentum'}
-
-
-class Net(torch.nn.Module):
-    def __init__(self, in_shape, out_shape, prm, device):
-        super().__init__()
-        raise ValueError("this model cannot be built")
-
-    def forward(self, x):
-        return x
-
-    def train_setup(self, prm):
-        pass
-
-    def learn(self, train_data):
-        pass
-'''
-
 
 def nneval(root: Path, *args: str, **kw) -> subprocess.CompletedProcess:
     return run_cli("ab.gpt.NNEval", *args, cwd=root, **kw)
