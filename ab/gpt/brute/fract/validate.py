@@ -42,6 +42,7 @@ class _Uncacheable(Exception):
 
 
 _MISSING = object()
+FUNCTIONAL, UPDATE = "functional", "update"
 
 
 class MetaShapeCache(TorchDispatchMode):
@@ -50,13 +51,17 @@ class MetaShapeCache(TorchDispatchMode):
     shapes. The output metadata of a functional op is a pure function of its inputs' metadata and its
     other arguments, so a hit returns fresh empty tensors of the recorded shape, stride and dtype
     (and None where the op returned None, e.g. the bias gradient of a convolution without bias).
-    Mutating and aliasing ops (in-place updates, views) always run for real."""
+    An in-place update whose only tensor is the meta tensor it updates (uniform_, fill_, zero_, ...: parameter
+    initialisation, whose meta kernels are Python reference code too) changes nothing on the meta device but
+    may raise; once it succeeded for the same metadata and arguments it returns that tensor at once.
+    Views, in-place metadata changes (resize_, t_, ...) and other mutating ops always run for real."""
 
     def __init__(self) -> None:
         super().__init__()
         self.cache: dict = {}
+        self.updates_ok: set = set()  # keys of in-place updates that succeeded
         self.hits = self.misses = 0
-        self._cacheable_ops: dict = {}
+        self._kinds: dict = {}
 
     @staticmethod
     def _key(x, meta: list):
@@ -68,7 +73,8 @@ class MetaShapeCache(TorchDispatchMode):
             return (type(x).__name__,) + tuple(MetaShapeCache._key(v, meta) for v in x)
         if isinstance(x, dict):
             return ("D",) + tuple((k, MetaShapeCache._key(v, meta)) for k, v in sorted(x.items()))
-        return x
+        t = type(x)
+        return (t, x) if t is float or t is bool or t is complex else x  # 1, 1.0 and True are equal keys
 
     @staticmethod
     def _recipe(out):
@@ -89,19 +95,32 @@ class MetaShapeCache(TorchDispatchMode):
         items = [MetaShapeCache._build(r) for r in recipe[1:]]
         return items if recipe[0] == "list" else tuple(items)
 
-    def _cacheable(self, func) -> bool:
-        ok = self._cacheable_ops.get(func)
-        if ok is None:
-            schema = func._schema
-            ok = self._cacheable_ops[func] = not schema.is_mutable and all(r.alias_info is None for r in schema.returns)
-        return ok
+    def _kind(self, func) -> str | None:
+        """FUNCTIONAL (memoised output metadata), UPDATE (memoised success of an in-place update of the first
+        argument, returned as its result) or None (always run)."""
+        kind = self._kinds.get(func, _MISSING)
+        if kind is _MISSING:
+            schema, kind = func._schema, None
+            if not schema.is_mutable and all(r.alias_info is None for r in schema.returns):
+                kind = FUNCTIONAL
+            elif torch.Tag.inplace_view not in func.tags and len(schema.returns) == 1 and schema.arguments:
+                ret, first = schema.returns[0].alias_info, schema.arguments[0].alias_info
+                written = [a for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write]
+                if (ret is not None and ret.is_write and first is not None and first.is_write
+                        and ret.before_set == first.before_set and written == [schema.arguments[0]]):
+                    kind = UPDATE
+            self._kinds[func] = kind
+        return kind
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if not self._cacheable(func):
+        kind = self._kind(func)
+        if kind is None:
             return func(*args, **kwargs)
         meta = [0, 0]
         key = (func, self._key(args, meta), self._key(kwargs, meta))
+        if kind is UPDATE:
+            return self._update(func, args, kwargs, key, meta)
         if meta[1] or not meta[0]:
             return func(*args, **kwargs)
         try:
@@ -118,6 +137,21 @@ class MetaShapeCache(TorchDispatchMode):
             return out
         self.hits += 1
         return self._build(recipe)
+
+    def _update(self, func, args, kwargs, key, meta):
+        # only the updated tensor itself, on the meta device: no other tensor whose memory could overlap it
+        if meta != [1, 0] or not args or not isinstance(args[0], torch.Tensor):
+            return func(*args, **kwargs)
+        try:
+            if key in self.updates_ok:
+                self.hits += 1
+                return args[0]
+        except TypeError:  # an unhashable argument
+            return func(*args, **kwargs)
+        self.misses += 1
+        out = func(*args, **kwargs)
+        self.updates_ok.add(key)
+        return out
 
 
 _META_CACHE = MetaShapeCache()
