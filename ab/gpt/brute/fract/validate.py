@@ -23,10 +23,21 @@ KNOWN_HYPERPARAMETERS = {"lr", "momentum", "dropout"}
 _counter = itertools.count()
 
 
+# argument types that are neither tensors nor containers, tested by exact type before any isinstance
+_LEAVES = frozenset({int, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format})
+_TYPED_LEAVES = frozenset({float, bool, complex})  # equal across types (1 == 1.0 == True): keyed with their type
+
+
 def _tensors(x, found: list) -> list:
     """The tensors among x's leaves (lists, tuples and dicts are walked): torch's pytree, without its
     generic node registry (which costs more than most meta kernels)."""
-    if isinstance(x, torch.Tensor):
+    t = type(x)
+    if t in _LEAVES or t in _TYPED_LEAVES:
+        return found
+    if t is list or t is tuple:
+        for v in x:
+            _tensors(v, found)
+    elif isinstance(x, torch.Tensor):
         found.append(x)
     elif isinstance(x, (list, tuple)):
         for v in x:
@@ -66,15 +77,22 @@ class MetaShapeCache(TorchDispatchMode):
     @staticmethod
     def _key(x, meta: list):
         """A hashable key of x's metadata; meta[0] counts x's tensors on the meta device, meta[1] the others."""
+        t = type(x)
+        if t in _LEAVES:
+            return x
+        if t is list or t is tuple:
+            key = MetaShapeCache._key
+            return (t.__name__, *[key(v, meta) for v in x])
+        if t in _TYPED_LEAVES:
+            return (t, x)
         if isinstance(x, torch.Tensor):
-            meta[x.device.type != "meta"] += 1
+            meta[not x.is_meta] += 1
             return ("T", tuple(x.shape), x.stride(), x.dtype, x.storage_offset())
-        if isinstance(x, (list, tuple)):
-            return (type(x).__name__,) + tuple(MetaShapeCache._key(v, meta) for v in x)
+        if isinstance(x, (list, tuple)):  # torch.Size, named tuples
+            return (t.__name__, *[MetaShapeCache._key(v, meta) for v in x])
         if isinstance(x, dict):
             return ("D",) + tuple((k, MetaShapeCache._key(v, meta)) for k, v in sorted(x.items()))
-        t = type(x)
-        return (t, x) if t is float or t is bool or t is complex else x  # 1, 1.0 and True are equal keys
+        return x
 
     @staticmethod
     def _recipe(out):
@@ -176,6 +194,25 @@ def import_isolated(path: str | Path):
     return module
 
 
+_FLOPS: dict = {}  # (op, argument metadata) -> FLOPs, for meta-device arguments
+
+
+def _flops(func, formula, args, kwargs, out) -> int:
+    """torch's FLOP formula for one op (a function of shapes and arguments only, so memoised on meta
+    tensors like MetaShapeCache: the formulas walk their arguments with torch's costly pytree)."""
+    meta = [0, 0]
+    key = (func, MetaShapeCache._key(args, meta), MetaShapeCache._key(kwargs, meta))
+    if meta[1] or not meta[0]:
+        return int(formula(*args, **kwargs, out_val=out))
+    try:
+        n = _FLOPS.get(key)
+    except TypeError:  # an unhashable argument
+        return int(formula(*args, **kwargs, out_val=out))
+    if n is None:
+        n = _FLOPS[key] = int(formula(*args, **kwargs, out_val=out))
+    return n
+
+
 class _DataflowTrace(TorchDispatchMode):
     """Records each aten op with its output shapes and which earlier op outputs it consumed, and counts
     FLOPs with torch's own per-op formulas (the ones FlopCounterMode uses, without its module hooks)."""
@@ -192,7 +229,7 @@ class _DataflowTrace(TorchDispatchMode):
         out = func(*args, **kwargs)
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
-            self.flops += int(formula(*args, **kwargs, out_val=out))
+            self.flops += _flops(func, formula, args, kwargs, out)
         srcs = [self._produced.get(id(t), -1) for t in _tensors((args, kwargs), [])]
         outs = _tensors(out, [])
         idx = len(self.lines)
