@@ -65,3 +65,39 @@ def test_tensors_off_the_meta_device_bypass_the_cache():
         torch.relu(torch.ones(3))
         torch.relu(torch.ones(3))
     assert (cache.misses, cache.hits, len(cache.cache)) == (0, 0, 0)
+
+
+def test_an_in_place_update_that_succeeded_returns_its_tensor_without_the_kernel_and_a_failing_one_always_raises():
+    cache = MetaShapeCache()
+    x = torch.empty(3, 4, device="meta")
+    y = torch.empty(3, 4, device="meta")
+    with cache:
+        assert x.normal_(0.0, 1.0) is x
+        misses = cache.misses
+        assert y.normal_(0.0, 1.0) is y  # same metadata and arguments: a hit
+        assert (cache.misses, cache.hits) == (misses, 1)
+        for _ in range(2):  # the kernel's own error, every time (a failure is never memoised)
+            try:
+                x.normal_(0.0, -1.0)
+            except RuntimeError as e:
+                assert "std >= 0.0" in str(e)
+            else:
+                raise AssertionError("normal_ with a negative std did not raise")
+        z = torch.empty(3, 4, device="meta")
+        for _ in range(2):  # an in-place metadata change (a view update) always runs
+            w = torch.empty(3, 4, device="meta")
+            assert w.t_() is w and tuple(w.shape) == (4, 3)
+        # two tensors: the other one's memory could overlap the updated one, so the kernel runs
+        hits = cache.hits
+        z.add_(torch.empty(3, 4, device="meta"))
+        z.add_(torch.empty(3, 4, device="meta"))
+        assert cache.hits == hits
+
+
+def test_equal_scalars_of_different_types_are_different_keys():
+    ints = torch.empty(3, dtype=torch.int64, device="meta")
+    cache = MetaShapeCache()
+    with cache:
+        assert torch.add(ints, 1).dtype == torch.int64
+        assert torch.add(ints, 1.0).dtype == torch.float32  # not the int result cached for 1
+        assert torch.add(ints, True).dtype == torch.int64

@@ -6,6 +6,7 @@ interrupted run resumes, and nothing that exists is ever wiped.
 """
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -26,6 +27,7 @@ from .trial import Trial, TrialLimits
 from .trial.executors import LocalExecutor
 
 STAGING = ".staging"
+SYNC_INTERVAL = 1.0  # seconds between manifest fsyncs
 
 
 class OutputError(OSError):
@@ -89,14 +91,32 @@ def generate(proposals: Iterable[ArchSpec | CodeProposal], registry: Registry, o
     out = Path(out).absolute()  # workers run in their own folder
     check_writable(out)
     with exclusive(out):
-        return _generate(proposals, registry, out, limit=limit, generator=generator, workers=workers,
-                         mode=mode, timeout=timeout, progress=progress, static_check=static_check,
-                         unsafe_no_jail=unsafe_no_jail)
+        ours = gc.get_freeze_count() == 0
+        gc.freeze()  # the objects that exist now (torch, the space) are not traversed by each full collection
+        try:
+            return _generate(proposals, registry, out, limit=limit, generator=generator, workers=workers,
+                             mode=mode, timeout=timeout, progress=progress, static_check=static_check,
+                             unsafe_no_jail=unsafe_no_jail)
+        finally:
+            if ours:
+                gc.unfreeze()
 
 
 def _generate(proposals, registry, out, *, limit, generator, workers, mode, timeout, progress, static_check,
               unsafe_no_jail) -> Outcome:
     manifest = Manifest.load(out)
+    # fsync the manifest about once a second, not per record (a killed run loses nothing; see Manifest)
+    manifest.sync_interval = SYNC_INTERVAL
+    try:
+        return _run(proposals, registry, out, manifest, limit=limit, generator=generator, workers=workers,
+                    mode=mode, timeout=timeout, progress=progress, static_check=static_check,
+                    unsafe_no_jail=unsafe_no_jail)
+    finally:
+        manifest.sync()
+
+
+def _run(proposals, registry, out, manifest, *, limit, generator, workers, mode, timeout, progress, static_check,
+         unsafe_no_jail) -> Outcome:
     staging = out / STAGING
     shutil.rmtree(staging, ignore_errors=True)  # leftovers of a killed run: we hold the folder, nobody uses them
     staging.mkdir()
@@ -168,7 +188,8 @@ def _generate(proposals, registry, out, *, limit, generator, workers, mode, time
                 record(c, "invalid", "static check: " + "; ".join(map(str, findings[:3])))
                 continue
             path = staging / f"{c.name}.py"
-            write_text(path, c.code)
+            # no fsync: a file is trusted on a rerun only if its manifest record's code hash matches it
+            write_text(path, c.code, durable=False)
             pending[box.submit(Trial("validate", c.code, {"mode": mode}, timeout))] = (c, path)
             drain(2 * workers - 1)
         drain(0)

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import append_line, write_text
+from .atomic import append_line, sync_file, write_text
 
 MANIFEST = "manifest.jsonl"
 REQUIRED = ("name", "spec", "spec_hash", "status")
@@ -26,6 +26,10 @@ class Manifest:
     path: Path
     records: dict[str, dict] = field(default_factory=dict)  # by spec hash, last record wins
     dropped_partial_line: bool = False
+    # seconds between fsyncs; 0 syncs every record. Records written since the last fsync survive the writer
+    # being killed, and an OS crash loses at most these (their models are redone, like a torn last line)
+    sync_interval: float = 0.0
+    _synced: float = field(default=0.0, repr=False)
 
     @classmethod
     def load(cls, folder: Path) -> "Manifest":
@@ -55,8 +59,17 @@ class Manifest:
 
     def add(self, record: dict) -> None:
         record = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}
-        append_line(self.path, json.dumps(record, sort_keys=True))
+        now = time.monotonic()
+        sync = now - self._synced >= self.sync_interval
+        append_line(self.path, json.dumps(record, sort_keys=True), sync=sync)
+        if sync:
+            self._synced = now
         self.records[record["spec_hash"]] = record
+
+    def sync(self) -> None:
+        """fsync the records added since the last fsync."""
+        sync_file(self.path)
+        self._synced = time.monotonic()
 
     def valid(self) -> list[dict]:
         return [r for r in self.records.values() if r["status"] == "valid"]

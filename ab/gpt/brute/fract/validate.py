@@ -23,10 +23,21 @@ KNOWN_HYPERPARAMETERS = {"lr", "momentum", "dropout"}
 _counter = itertools.count()
 
 
+# argument types that are neither tensors nor containers, tested by exact type before any isinstance
+_LEAVES = frozenset({int, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format})
+_TYPED_LEAVES = frozenset({float, bool, complex})  # equal across types (1 == 1.0 == True): keyed with their type
+
+
 def _tensors(x, found: list) -> list:
     """The tensors among x's leaves (lists, tuples and dicts are walked): torch's pytree, without its
     generic node registry (which costs more than most meta kernels)."""
-    if isinstance(x, torch.Tensor):
+    t = type(x)
+    if t in _LEAVES or t in _TYPED_LEAVES:
+        return found
+    if t is list or t is tuple:
+        for v in x:
+            _tensors(v, found)
+    elif isinstance(x, torch.Tensor):
         found.append(x)
     elif isinstance(x, (list, tuple)):
         for v in x:
@@ -42,6 +53,7 @@ class _Uncacheable(Exception):
 
 
 _MISSING = object()
+FUNCTIONAL, UPDATE = "functional", "update"
 
 
 class MetaShapeCache(TorchDispatchMode):
@@ -50,22 +62,34 @@ class MetaShapeCache(TorchDispatchMode):
     shapes. The output metadata of a functional op is a pure function of its inputs' metadata and its
     other arguments, so a hit returns fresh empty tensors of the recorded shape, stride and dtype
     (and None where the op returned None, e.g. the bias gradient of a convolution without bias).
-    Mutating and aliasing ops (in-place updates, views) always run for real."""
+    An in-place update whose only tensor is the meta tensor it updates (uniform_, fill_, zero_, ...: parameter
+    initialisation, whose meta kernels are Python reference code too) changes nothing on the meta device but
+    may raise; once it succeeded for the same metadata and arguments it returns that tensor at once.
+    Views, in-place metadata changes (resize_, t_, ...) and other mutating ops always run for real."""
 
     def __init__(self) -> None:
         super().__init__()
         self.cache: dict = {}
+        self.updates_ok: set = set()  # keys of in-place updates that succeeded
         self.hits = self.misses = 0
-        self._cacheable_ops: dict = {}
+        self._kinds: dict = {}
 
     @staticmethod
     def _key(x, meta: list):
         """A hashable key of x's metadata; meta[0] counts x's tensors on the meta device, meta[1] the others."""
+        t = type(x)
+        if t in _LEAVES:
+            return x
+        if t is list or t is tuple:
+            key = MetaShapeCache._key
+            return (t.__name__, *[key(v, meta) for v in x])
+        if t in _TYPED_LEAVES:
+            return (t, x)
         if isinstance(x, torch.Tensor):
-            meta[x.device.type != "meta"] += 1
+            meta[not x.is_meta] += 1
             return ("T", tuple(x.shape), x.stride(), x.dtype, x.storage_offset())
-        if isinstance(x, (list, tuple)):
-            return (type(x).__name__,) + tuple(MetaShapeCache._key(v, meta) for v in x)
+        if isinstance(x, (list, tuple)):  # torch.Size, named tuples
+            return (t.__name__, *[MetaShapeCache._key(v, meta) for v in x])
         if isinstance(x, dict):
             return ("D",) + tuple((k, MetaShapeCache._key(v, meta)) for k, v in sorted(x.items()))
         return x
@@ -89,19 +113,32 @@ class MetaShapeCache(TorchDispatchMode):
         items = [MetaShapeCache._build(r) for r in recipe[1:]]
         return items if recipe[0] == "list" else tuple(items)
 
-    def _cacheable(self, func) -> bool:
-        ok = self._cacheable_ops.get(func)
-        if ok is None:
-            schema = func._schema
-            ok = self._cacheable_ops[func] = not schema.is_mutable and all(r.alias_info is None for r in schema.returns)
-        return ok
+    def _kind(self, func) -> str | None:
+        """FUNCTIONAL (memoised output metadata), UPDATE (memoised success of an in-place update of the first
+        argument, returned as its result) or None (always run)."""
+        kind = self._kinds.get(func, _MISSING)
+        if kind is _MISSING:
+            schema, kind = func._schema, None
+            if not schema.is_mutable and all(r.alias_info is None for r in schema.returns):
+                kind = FUNCTIONAL
+            elif torch.Tag.inplace_view not in func.tags and len(schema.returns) == 1 and schema.arguments:
+                ret, first = schema.returns[0].alias_info, schema.arguments[0].alias_info
+                written = [a for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write]
+                if (ret is not None and ret.is_write and first is not None and first.is_write
+                        and ret.before_set == first.before_set and written == [schema.arguments[0]]):
+                    kind = UPDATE
+            self._kinds[func] = kind
+        return kind
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if not self._cacheable(func):
+        kind = self._kind(func)
+        if kind is None:
             return func(*args, **kwargs)
         meta = [0, 0]
         key = (func, self._key(args, meta), self._key(kwargs, meta))
+        if kind is UPDATE:
+            return self._update(func, args, kwargs, key, meta)
         if meta[1] or not meta[0]:
             return func(*args, **kwargs)
         try:
@@ -118,6 +155,21 @@ class MetaShapeCache(TorchDispatchMode):
             return out
         self.hits += 1
         return self._build(recipe)
+
+    def _update(self, func, args, kwargs, key, meta):
+        # only the updated tensor itself, on the meta device: no other tensor whose memory could overlap it
+        if meta != [1, 0] or not args or not isinstance(args[0], torch.Tensor):
+            return func(*args, **kwargs)
+        try:
+            if key in self.updates_ok:
+                self.hits += 1
+                return args[0]
+        except TypeError:  # an unhashable argument
+            return func(*args, **kwargs)
+        self.misses += 1
+        out = func(*args, **kwargs)
+        self.updates_ok.add(key)
+        return out
 
 
 _META_CACHE = MetaShapeCache()
@@ -142,6 +194,25 @@ def import_isolated(path: str | Path):
     return module
 
 
+_FLOPS: dict = {}  # (op, argument metadata) -> FLOPs, for meta-device arguments
+
+
+def _flops(func, formula, args, kwargs, out) -> int:
+    """torch's FLOP formula for one op (a function of shapes and arguments only, so memoised on meta
+    tensors like MetaShapeCache: the formulas walk their arguments with torch's costly pytree)."""
+    meta = [0, 0]
+    key = (func, MetaShapeCache._key(args, meta), MetaShapeCache._key(kwargs, meta))
+    if meta[1] or not meta[0]:
+        return int(formula(*args, **kwargs, out_val=out))
+    try:
+        n = _FLOPS.get(key)
+    except TypeError:  # an unhashable argument
+        return int(formula(*args, **kwargs, out_val=out))
+    if n is None:
+        n = _FLOPS[key] = int(formula(*args, **kwargs, out_val=out))
+    return n
+
+
 class _DataflowTrace(TorchDispatchMode):
     """Records each aten op with its output shapes and which earlier op outputs it consumed, and counts
     FLOPs with torch's own per-op formulas (the ones FlopCounterMode uses, without its module hooks)."""
@@ -158,7 +229,7 @@ class _DataflowTrace(TorchDispatchMode):
         out = func(*args, **kwargs)
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
-            self.flops += int(formula(*args, **kwargs, out_val=out))
+            self.flops += _flops(func, formula, args, kwargs, out)
         srcs = [self._produced.get(id(t), -1) for t in _tensors((args, kwargs), [])]
         outs = _tensors(out, [])
         idx = len(self.lines)

@@ -42,13 +42,53 @@ class Finding:
         return f"line {self.line}: {self.message}"
 
 
-class _Checker(ast.NodeVisitor):
+def _preorder(tree: ast.AST, closed: tuple[type, ...] = ()) -> list[tuple[ast.AST, bool]]:
+    """Every node of `tree` in the order ast.NodeVisitor visits them (depth first, fields in order), without
+    its per-node generator overhead, each with whether it lies inside a node of a `closed` type (whose
+    subtree a visitor does not enter). Expression contexts (Load, Store, Del) carry nothing and are left out."""
+    out: list[tuple[ast.AST, bool]] = []
+    stack = [(tree, False)]
+    AST, ctx = ast.AST, ast.expr_context
+    while stack:
+        node, inside = stack.pop()
+        out.append((node, inside))
+        children: list[ast.AST] = []
+        for name in node._fields:
+            v = getattr(node, name, None)
+            if isinstance(v, AST):
+                if not isinstance(v, ctx):
+                    children.append(v)
+            elif isinstance(v, list):
+                children.extend(x for x in v if isinstance(x, AST))
+        inside = inside or isinstance(node, closed)
+        stack.extend((c, inside) for c in reversed(children))
+    return out
+
+
+class _Checker:
+    """Flags what the allowlist forbids, visiting the nodes of a tree once each (`run`): a visit_<Type> method
+    sees each node of that type, except inside the flagged-at-once async, global and nonlocal nodes."""
+
     def __init__(self, tree: ast.AST | None = None) -> None:
         self.findings: list[Finding] = []
         self.modules: set[str] = set()  # names bound by imports: their private attributes are off limits
-        for node in ast.walk(tree) if tree is not None else ():
+        self.nodes = _preorder(tree, _CLOSED) if tree is not None else []
+        for node, _inside in self.nodes:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 self.modules.update((a.asname or a.name).split(".")[0] for a in node.names)
+
+    def run(self) -> list[Finding]:
+        handlers: dict[type, object] = {}
+        for node, inside in self.nodes:
+            if inside:
+                continue
+            kind = type(node)
+            visit = handlers.get(kind)
+            if visit is None:
+                visit = handlers[kind] = getattr(self, "visit_" + kind.__name__, False)
+            if visit:
+                visit(node)
+        return self.findings
 
     def flag(self, node: ast.AST, message: str) -> None:
         self.findings.append(Finding(getattr(node, "lineno", 0), message))
@@ -74,7 +114,6 @@ class _Checker(ast.NodeVisitor):
         for alias in node.names:
             if not self._allowed_module(alias.name) or self._bad_path(alias.name.split(".")):
                 self.flag(node, f"import of {alias.name!r} is not allowed")
-        self.generic_visit(node)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.level or not self._allowed_module(node.module):
@@ -82,7 +121,6 @@ class _Checker(ast.NodeVisitor):
         module = (node.module or "").split(".")
         if any(self._bad_path(module + [a.name]) for a in node.names):
             self.flag(node, f"import from {node.module!r} of {', '.join(a.name for a in node.names)} is not allowed")
-        self.generic_visit(node)
 
     def _chain(self, node: ast.AST) -> list[str]:
         """['torch', 'utils', 'x'] for torch.utils.x; [] when the chain does not start at a name."""
@@ -96,7 +134,6 @@ class _Checker(ast.NodeVisitor):
         if node.id in BANNED_NAMES or (node.id.startswith("__") and node.id.endswith("__")
                                        and node.id not in ("__name__", "__file__")):
             self.flag(node, f"use of {node.id!r} is not allowed")
-        self.generic_visit(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         attr = node.attr
@@ -115,24 +152,24 @@ class _Checker(ast.NodeVisitor):
                 elif len(chain) >= 2 and chain[-2] == "utils" and attr not in ALLOWED_TORCH_UTILS:
                     self.flag(node, f"{'.'.join(chain)!r} is not allowed (torch.utils: only "
                                     f"{', '.join(sorted(ALLOWED_TORCH_UTILS))})")
-        self.generic_visit(node)
 
     def visit_MatchClass(self, node: ast.AST) -> None:
         # `case C(__class__=x)` reads attributes by name without an Attribute node
         for name in getattr(node, "kwd_attrs", []):
             if name.startswith("_") or name in BANNED_ATTRIBUTES:
                 self.flag(node, f"pattern attribute {name!r} is not allowed")
-        self.generic_visit(node)
 
     def visit_Constant(self, node: ast.Constant) -> None:
         if isinstance(node.value, str) and _DUNDER.search(node.value):
             self.flag(node, f"string with a dunder name {_DUNDER.search(node.value).group()!r} is not allowed")
-        self.generic_visit(node)
 
     def _no_async(self, node: ast.AST) -> None:
         self.flag(node, "async code and global/nonlocal rebinding are not allowed")
 
     visit_AsyncFunctionDef = visit_Await = visit_Global = visit_Nonlocal = _no_async
+
+
+_CLOSED = (ast.AsyncFunctionDef, ast.Await, ast.Global, ast.Nonlocal)  # flagged whole: their insides are not visited
 
 
 def _parse(code: str, filename: str) -> ast.AST | Finding:
@@ -145,9 +182,7 @@ def _parse(code: str, filename: str) -> ast.AST | Finding:
 
 
 def _allowlist(tree: ast.AST) -> list[Finding]:
-    checker = _Checker(tree)
-    checker.visit(tree)
-    return checker.findings
+    return _Checker(tree).run()
 
 
 def _contract(tree: ast.AST) -> list[Finding]:
