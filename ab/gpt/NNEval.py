@@ -158,7 +158,7 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
 
         p = tplan.plan_sweep(models or models_dir(), out or new_lemur_dir(), pattern, limit, retry_failed, epochs,
                              seeds, batch, train_limit, test_limit, data_dir, device, workers,
-                             checkpointing == "on",
+                             _mode(checkpointing), threads=threads,
                              cache_path=tune_cache, echo=lambda m: click.echo(m, err=True))
         tplan.render(p, echo=click.echo)
         return 0

@@ -249,9 +249,18 @@ def architecture_signature(model: torch.nn.Module, x: torch.Tensor) -> tuple[str
     """(signature, flops): a hash of the module tree and the eval-mode dataflow graph, and its FLOPs."""
     was_training = model.training
     model.eval()
+    # a model that decides AMP / checkpointing by itself on its first call (the template's auto_policies
+    # runs a meta copy of itself) would add that copy's ops to its graph and FLOPs: decide them off here
+    unset = [a for a in ("amp", "grad_checkpoint") if hasattr(model, a) and getattr(model, a) is None]
+    for a in unset:
+        setattr(model, a, False)
     trace = _DataflowTrace()
-    with torch.no_grad(), trace:
-        model(x)
+    try:
+        with torch.no_grad(), trace:
+            model(x)
+    finally:
+        for a in unset:
+            setattr(model, a, None)
     model.train(was_training)
     text = module_tree(model) + "\n--\n" + "\n".join(trace.lines)
     return hashlib.sha256(text.encode()).hexdigest()[:20], trace.flops

@@ -17,7 +17,7 @@ from typing import Callable
 
 from ..sweep_order import longest_first
 from .cost import TRAIN_FACTOR, drop_path_factor  # noqa: F401 (part of this module's interface)
-from .synthetic import ShapeClass, dominant_shape, shape_class_of_spec
+from .synthetic import ShapeClass, shape_class_of_spec
 
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
 
@@ -105,9 +105,10 @@ def make_plan(entries: list[Entry], epochs: int, seeds: int = 1, train_images: i
         train = TRAIN_FACTOR * e.flops * train_images * epochs * seeds
         ev = e.flops * test_images * epochs * seeds
         est = None
-        if rate is not None and shape is not None:
-            if shape.key not in rates:
-                rates[shape.key] = float(rate(shape))
+        if rate is not None and shape is not None and shape.key not in rates:
+            r = rate(shape)
+            rates[shape.key] = float(r) if r else None
+        if rate is not None and shape is not None and rates.get(shape.key):
             work = train * drop_path_factor(e.spec)
             if checkpointing:  # backward runs each checkpointed forward again
                 work *= (TRAIN_FACTOR + 1) / TRAIN_FACTOR
@@ -191,18 +192,14 @@ TRIAL_OVERHEAD_S = 1.0  # per trial: handing the model to a worker, importing it
 def plan_sweep(models: Path, out: Path, pattern: str | None = None, limit: int | None = None,
                retry_failed: bool = False, epochs: int = 5, seeds: int = 1, batch: int = 16,
                train_limit: int | None = None, test_limit: int | None = None, data_dir: str | None = None,
-               device: str = "auto", workers: int | str = 1, checkpointing: bool = False, calibrate: bool = True,
-               cache_path: Path | None = None,
+               device: str = "auto", workers: int | str = 1, checkpointing: bool | str = False,
+               calibrate: bool = True, cache_path: Path | None = None, threads: int | None = None,
                overhead_s: float = TRIAL_OVERHEAD_S, echo: Callable[[str], None] = print) -> Plan:
     """The plan of the sweep `NNEval` would run with these options (the same models, filter, limit and
     resume rule), calibrated on this device unless `calibrate` is off. Trains nothing."""
-    import torch
-
     from .. import results
     from ..data import DataError, locate
     from ..evaluate import discover
-    from .autotune import tune, worker_rate
-    from .cache import TuneCache
 
     found = discover(models, pattern)
     todo = [e for e in found
@@ -220,23 +217,23 @@ def plan_sweep(models: Path, out: Path, pattern: str | None = None, limit: int |
     n_test = min(n_test, test_limit) if test_limit else n_test
     entries = entries_from_manifest(models, [e.name for e in todo])
     rate = None
-    if workers == "auto" and not calibrate:
-        workers = 1
+    if calibrate and not any(e.flops and e.spec for e in entries):
+        calibrate = False
     if calibrate:
-        dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
-        cache = TuneCache(cache_path)
-        if workers == "auto":  # the packing the sweep would pick (tune.policies)
-            if dev.type == "cuda":
-                workers = 1
-            else:
-                pack = tune(dominant_shape([(e.spec, e.flops) for e in entries]), batch, dev, cache, packing=True)
-                workers = min(pack.workers or 1, max(1, len(entries) * seeds))
-                echo(f"workers auto: {pack.packing_reason}")
+        from .calibrate import calibrate as run_calibration
 
-        def rate(shape: ShapeClass) -> float:
-            t = tune(shape, batch, dev, cache, packing=dev.type == "cpu" and workers > 1)
-            echo(f"{shape.key}: {t.reason}" + ("" if not t.cached else " (cached)"))
-            return worker_rate(t, shape, workers)
-
+        try:
+            rates, overhead_s, workers = run_calibration(
+                entries, models, data_dir, batch=batch, device=device, workers=workers, threads=threads,
+                checkpointing=checkpointing, cache_path=cache_path, echo=echo)
+        except DataError as e:
+            echo(f"no calibration ({e}); FLOPs only")
+            rates = None
+        if rates is not None:
+            def rate(shape: ShapeClass) -> float | None:
+                return rates.get(shape.key)
+    if workers == "auto":
+        workers = 1
+    # the calibration timed steps with the sweep's own checkpointing decisions: no further scaling
     return make_plan(entries, epochs, seeds, n_train, n_test, rate, workers, overhead_s if calibrate else 0.0,
-                     checkpointing)
+                     checkpointing is True and rate is None)
