@@ -352,6 +352,7 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
     pol = SweepPolicies(cfg.amp, cfg.channels_last, cfg.compile, cfg.checkpointing, "cuda" if cuda else "cpu",
                         cfg.batch, cfg.epochs, train_images, cfg.tune_cache, say)
     cores = len(os.sched_getaffinity(0))
+    pol.prepare([e.spec for e in todo])
     if cfg.executor == "ray":
         return pol, 1, cfg.threads or max(1, int(cfg.cpus_per_trial))
     if cfg.workers == "auto":

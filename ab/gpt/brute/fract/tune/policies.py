@@ -61,6 +61,13 @@ class SweepPolicies:
             self.say(f"tune {shape.key}: {t.reason}" + (" (cached)" if t.cached else f" (probed in {t.probe_s:.0f} s)"))
         return t
 
+    def prepare(self, specs: list[dict | None]) -> None:
+        """Probe (or read from the cache) every shape class the sweep needs, before any trial starts: a
+        probe in the middle of a sweep would stall handing out trials and compete with them for the CPU."""
+        if "auto" in (self.amp, self.channels_last):
+            for shape in sorted({shape_class_of_spec(s) for s in specs if s}):
+                self._tuning(shape)
+
     def packing(self, specs_flops: list[tuple[dict | None, int | None]], cores: int) -> tuple[int, int, dict]:
         """(workers, threads, record) for `--workers auto`, from the shape class with most of the FLOPs."""
         if self.device == "cuda":
