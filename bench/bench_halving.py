@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ab.gpt.brute.fract.manifest import Manifest  # noqa: E402
-from ab.gpt.brute.fract.tune.halving import Rungs, make_rungs, ranking, step, trial_from_run  # noqa: E402
+from ab.gpt.brute.fract.tune.halving import (Rungs, make_rungs, parse_budgets, ranking,  # noqa: E402
+                                               rungs_below, step, trial_from_run)
 
 SUBSET = Path("/work/shared/data/cifar-10-subset/cifar-10-batches-py")
 
@@ -86,8 +87,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     a = ap.parse_args()
     if a.rungs:
-        budgets = tuple(int(x) for x in a.rungs.split(","))
-        rungs = Rungs(budgets + (() if budgets[-1] == a.epochs else (a.epochs,)), a.eta, a.min_keep)
+        rungs = rungs_below(a.epochs, parse_budgets(a.rungs), a.eta, a.min_keep)
     else:
         rungs = make_rungs(a.epochs, a.eta, min_keep=a.min_keep)
 
@@ -155,7 +155,7 @@ def main() -> None:
     print(f"halving's accuracies equal the full run's at the same epochs (deterministic per seed): {same}")
     goal = overlap >= min(4, a.top) and share.get("FLOP-weighted epochs", share["epochs"]) <= 0.40
     print(f"goal (>= {min(4, a.top)} of the top {a.top} at <= 40% of the compute): {'met' if goal else 'NOT met'}")
-    print(f"\nother schedules, replayed exactly from the full run's curves (halving trains the same numbers):")
+    print("\nother schedules, replayed exactly from the full run's curves (halving trains the same numbers):")
     print("  rungs    eta  min-keep  overlap  epochs  FLOP-weighted")
     for budgets, eta in [(b, e) for b in ((1, a.epochs), (1, 2, a.epochs)) if len(set(b)) == len(b) and b[-2] < a.epochs
                          for e in (2, 3, 4, 6, 8, 12, 16)]:

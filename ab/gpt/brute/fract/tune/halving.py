@@ -59,13 +59,29 @@ def make_rungs(max_epochs: int, eta: int = 3, min_epochs: int = 1, min_keep: int
     return Rungs(tuple(budgets), eta, min_keep)
 
 
+def parse_budgets(text: str) -> tuple[int, ...]:
+    """'1,3' -> (1, 3): increasing positive epoch counts, else a ValueError saying what to write."""
+    try:
+        budgets = tuple(int(x) for x in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a list of epoch counts separated by commas; give increasing "
+                         f"integers, e.g. 1,3") from None
+    if any(b < 1 for b in budgets) or list(budgets) != sorted(set(budgets)):
+        raise ValueError(f"{text!r}: give increasing positive epoch counts, e.g. 1,3")
+    return budgets
+
+
 def parse_rungs(text: str, eta: int, min_keep: int = 1) -> Rungs:
     """`--rungs 1,3,5` -> Rungs; a one-line error naming the bad value otherwise."""
-    try:
-        budgets = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise ValueError(f"--rungs {text!r}: give increasing epoch counts separated by commas, e.g. 1,3,5") from None
-    return Rungs(budgets, eta, min_keep)
+    return Rungs(parse_budgets(text), eta, min_keep)
+
+
+def rungs_below(epochs: int, budgets: tuple[int, ...], eta: int, min_keep: int = 1) -> Rungs:
+    """Rungs from the budgets below the full one, `epochs`, which is appended (unless already last)."""
+    if budgets and budgets[-1] > epochs:
+        raise ValueError(f"--rungs {','.join(map(str, budgets))} goes past --epochs {epochs}: "
+                         f"give the budgets below the full one (it is added), e.g. --rungs 1")
+    return Rungs(tuple(budgets) + (() if budgets and budgets[-1] == epochs else (epochs,)), eta, min_keep)
 
 
 @dataclass(frozen=True)

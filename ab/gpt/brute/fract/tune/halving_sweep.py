@@ -33,7 +33,7 @@ import click
 from .. import results
 from ..atomic import write_json
 from ..sweep_order import ORDERS
-from .halving import Rungs, Schedule, Trial, make_rungs, step, trial_from_run
+from .halving import Rungs, Schedule, Trial, make_rungs, parse_budgets, rungs_below, step, trial_from_run
 
 NAME = "halving"
 WORK = ".work"  # evaluate.WORK (not imported: evaluate imports this module)
@@ -48,23 +48,16 @@ class RungsParam(click.ParamType):
         if isinstance(value, tuple):
             return value
         try:
-            budgets = tuple(int(x) for x in str(value).split(","))
-        except ValueError:
-            self.fail(f"{value!r} is not a list of epoch counts; give increasing integers, e.g. 1,3", param, ctx)
-        if any(b < 1 for b in budgets) or list(budgets) != sorted(set(budgets)):
-            self.fail(f"{value!r}: give increasing positive epoch counts, e.g. 1,3", param, ctx)
-        return budgets
+            return parse_budgets(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
 
 
 def rungs_of(cfg) -> Rungs:
     """The rungs of a sweep config: --rungs (the full budget --epochs appended) or make_rungs(epochs, eta)."""
     if not cfg.rungs:
         return make_rungs(cfg.epochs, cfg.eta, min_keep=cfg.min_keep)
-    if cfg.rungs[-1] > cfg.epochs:
-        raise ValueError(f"--rungs {','.join(map(str, cfg.rungs))} goes past --epochs {cfg.epochs}: "
-                         f"give the budgets below the full one (it is added), e.g. --rungs 1")
-    budgets = tuple(cfg.rungs) + (() if cfg.rungs[-1] == cfg.epochs else (cfg.epochs,))
-    return Rungs(budgets, cfg.eta, cfg.min_keep)
+    return rungs_below(cfg.epochs, tuple(cfg.rungs), cfg.eta, cfg.min_keep)
 
 
 def schedule_record(rungs: Rungs, state: str, stop=None) -> dict:
