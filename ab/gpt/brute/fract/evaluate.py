@@ -166,7 +166,8 @@ def seed_result(name: str, seed: int, conf: dict, res: TrialResult, resumed: int
             "channels_last": conf["channels_last"] is True, "threads": info.get("threads", conf["threads"]),
             "resumed_epochs": resumed, "epochs": res.epochs,
             "policies": {**(policies or {}), **checkpointing_record(checkpointing_mode, info),
-                         "compile": bool(conf.get("compile")), **compile_seconds(conf, res.epochs, resumed)}}
+                         "compile": bool(info.get("compile", False)),  # as the trial reports it did
+                         **compile_seconds(conf, res.epochs, resumed)}}
 
 
 def compile_seconds(conf: dict, epochs: list[dict], resumed: int) -> dict:

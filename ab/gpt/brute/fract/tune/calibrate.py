@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Callable
 
@@ -67,10 +67,8 @@ def calibrate(entries, models_dir: Path, data_dir: str | None, *, batch: int, de
                 code = (Path(models_dir) / f"{e.name}.py").read_text()
                 trial = Trial("train", code, conf, 600, labels=data["test_y"])
                 pending[ex.submit(trial)] = (shape, e, time.perf_counter())
-            fut = next(f for f in list(pending) if f.done()) if any(f.done() for f in pending) else None
-            if fut is None:
-                time.sleep(0.05)
-                continue
+            finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            fut = finished.pop()
             shape, e, started = pending.pop(fut)
             res = fut.result()
             epoch = res.epochs[0] if res.epochs else {}

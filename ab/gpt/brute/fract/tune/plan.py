@@ -230,8 +230,7 @@ def plan_sweep(models: Path, out: Path, pattern: str | None = None, limit: int |
             echo(f"no calibration ({e}); FLOPs only")
             rates = None
         if rates is not None:
-            def rate(shape: ShapeClass) -> float | None:
-                return rates.get(shape.key)
+            rate = lambda shape: rates.get(shape.key)  # noqa: E731 (achieved FLOP/s; None: not calibrated)
     if workers == "auto":
         workers = 1
     # the calibration timed steps with the sweep's own checkpointing decisions: no further scaling
