@@ -9,7 +9,10 @@ The rules are pure functions of the measured figures, so the same cache always g
 - packing (CPU workers x threads): the fewest workers within `MARGIN` of the best total images/s.
 
 `tune(shape, batch, device)` probes what the cache lacks, stores the figures, and returns a `Tuning`
-whose `as_record()` a trial's stats keep (decision, reason, figures, cache key).
+whose `as_record()` a trial's stats keep (decision, reason, figures, cache key). A probe taken while other
+work loads the machine is noisy (its rounds disagree: `probe.spread`): it is retried once at once, marked
+`noisy` in the cache if still so (the decision's reason says it), and probed again on later runs until
+`MAX_PROBES`, keeping the quietest.
 """
 from __future__ import annotations
 
@@ -24,6 +27,9 @@ from .device import cache_key, device_model, usable_cores
 from .synthetic import ShapeClass
 
 MARGIN = 0.05
+QUIET = 0.8  # a probe is noisy when a variant's median round is under this share of its best round
+RETRIES = 1  # one more probe at once when the first is noisy
+MAX_PROBES = 3  # a noisy cached probe is measured again on later runs until this many probes in all
 SIMPLICITY = ("fp32", "fp32+cl", "bf16", "bf16+cl", "fp16", "fp16+cl")
 
 
@@ -97,32 +103,71 @@ class Tuning:
         return out
 
 
+def _rounds_entry(runs: dict[str, list[float]]) -> dict:
+    return {"measured": {k: max(r) for k, r in runs.items()}, "rounds": runs, "spread": probe.spread(runs),
+            "probed": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def noisy(entry: dict, quiet: float = QUIET) -> bool:
+    """A probe whose rounds disagree (other load on the machine): its figures may rank variants wrongly."""
+    return entry.get("spread") is not None and entry["spread"] < quiet
+
+
+def quietest(measure, previous: dict | None, quiet: float = QUIET) -> dict:
+    """Probe (again), retrying once in this run while noisy; of this run's probes and the cached one, keep
+    the quietest. `probes` counts them all and `spreads` lists their spreads, so a machine that stays busy
+    stops being re-probed after `MAX_PROBES`."""
+    spreads = list((previous or {}).get("spreads") or ([previous["spread"]] if previous and "spread" in previous
+                                                         else []))
+    best = previous
+    for _ in range(1 + RETRIES):
+        entry = _rounds_entry(measure())
+        spreads.append(entry["spread"])
+        if best is None or entry["spread"] > best.get("spread", 0.0):
+            best = entry
+        if not noisy(entry, quiet):
+            break
+    return {**best, "spreads": spreads, "probes": len(spreads), "noisy": noisy(best, quiet)}
+
+
+def _again(quiet: float):
+    return lambda e: noisy(e, quiet) and int(e.get("probes") or 1) < MAX_PROBES
+
+
+def _noise_note(entry: dict, quiet: float) -> str:
+    if not noisy(entry, quiet):
+        return ""
+    return (f"; noisy probe (spread {entry['spread']:.2f} after {entry.get('probes') or 1} probe(s): the machine "
+            f"was busy" + ("; probed again on the next run)" if _again(quiet)(entry) else ")"))
+
+
 def tune(shape: ShapeClass, batch: int, device: torch.device | str, cache: TuneCache | None = None,
-         packing: bool = True, probe_kw: dict | None = None) -> Tuning:
-    """Decisions for one shape class on this device, probing only what the cache lacks."""
+         packing: bool = True, probe_kw: dict | None = None, quiet: float = QUIET) -> Tuning:
+    """Decisions for one shape class on this device, probing only what the cache lacks (or holds from a
+    noisy probe, up to `MAX_PROBES` probes in all)."""
     device = torch.device(device)
     cache = cache or TuneCache()
     key = cache_key(device, shape.key, batch)
     started = time.perf_counter()
+    again = _again(quiet)
 
-    def measure_variants() -> dict:
-        runs = probe.variant_rounds(shape, batch, device, **(probe_kw or {}))
-        return {"measured": {v: max(r) for v, r in runs.items()}, "rounds": runs, "spread": probe.spread(runs),
-                "probed": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    def measure_variants(previous: dict | None) -> dict:
+        return quietest(lambda: probe.variant_rounds(shape, batch, device, **(probe_kw or {})), previous, quiet)
 
-    entry, cached = cache.get_or_measure("variants", key, measure_variants)
+    entry, cached = cache.get_or_measure("variants", key, measure_variants, again)
     v = decide_variant(entry["measured"])
     tuning = Tuning(shape.key, device_model(device), torch.__version__, batch, v["amp"], v["amp_dtype"],
-                    v["channels_last"], v["reason"], entry["measured"], cached=cached, spread=entry.get("spread"))
+                    v["channels_last"], v["reason"] + _noise_note(entry, quiet), entry["measured"], cached=cached,
+                    spread=entry.get("spread"))
     if packing and device.type == "cpu":
-        def measure_packing() -> dict:
-            runs = probe.packing_rounds(shape, batch, v["variant"], probe.packings(usable_cores()))
-            return {"measured": {k: max(r) for k, r in runs.items()}, "rounds": runs, "spread": probe.spread(runs),
-                    "probed": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        def measure_packing(previous: dict | None) -> dict:
+            return quietest(lambda: probe.packing_rounds(shape, batch, v["variant"], probe.packings(usable_cores())),
+                            previous, quiet)
 
-        pentry, pcached = cache.get_or_measure("packing", f"{key} | {v['variant']}", measure_packing)
+        pentry, pcached = cache.get_or_measure("packing", f"{key} | {v['variant']}", measure_packing, again)
         p = decide_packing(pentry["measured"])
-        tuning.workers, tuning.threads, tuning.packing_reason = p["workers"], p["threads"], p["reason"]
+        tuning.workers, tuning.threads = p["workers"], p["threads"]
+        tuning.packing_reason = p["reason"] + _noise_note(pentry, quiet)
         tuning.packing = pentry["measured"]
         tuning.cached = cached and pcached
     tuning.probe_s = round(time.perf_counter() - started, 3)

@@ -61,17 +61,20 @@ class TuneCache:
             entries[f"{kind} | {key}"] = entry
             write_json(self.path, {"version": VERSION, "entries": entries})
 
-    def get_or_measure(self, kind: str, key: str, measure) -> tuple[dict, bool]:
-        """(entry, cached): the cached entry, else `measure()` stored under the key (once, under the lock)."""
+    def get_or_measure(self, kind: str, key: str, measure, again=None) -> tuple[dict, bool]:
+        """(entry, cached): the cached entry, else `measure()` stored under the key (once, under the lock).
+        With `again(entry)` true for a cached entry, `measure(entry)` is called with it and its result
+        replaces it (a noisy probe measured again on a later run)."""
+        full = f"{kind} | {key}"
         hit = self.get(kind, key)
-        if hit is not None:
+        if hit is not None and not (again and again(hit)):
             return hit, True
         with self._locked():
-            hit = self.load().get(f"{kind} | {key}")
-            if hit is not None:
+            hit = self.load().get(full)
+            if hit is not None and not (again and again(hit)):
                 return hit, True
-            entry = measure()
+            entry = measure(hit) if again else measure()
             entries = self.load()
-            entries[f"{kind} | {key}"] = entry
+            entries[full] = entry
             write_json(self.path, {"version": VERSION, "entries": entries})
             return entry, False
