@@ -43,8 +43,11 @@ def test_block_has_fractal_op_counts(registry, tmp_path, columns):
     assert sum(len(p) for p in block.paths) == 2 ** columns - 1
 
 
-def _recursive_reference(block, z):
-    """f_1 = op; f_(C+1)(z) = join(f_C(f_C(z)), op(z)), joins flattened into one mean (Larsson et al.)."""
+REDUCE = {"mean": lambda t: t.mean(0), "sum": lambda t: t.sum(0), "max": lambda t: t.amax(0)}
+
+
+def _recursive_reference(block, z, join="mean"):
+    """f_1 = op; f_(C+1)(z) = join(f_C(f_C(z)), op(z)), joins flattened into one (Larsson et al.: a mean)."""
     C = block.columns
     used = [0] * C
 
@@ -59,19 +62,43 @@ def _recursive_reference(block, z):
         return inputs(level - 1, f(level - 1, x)) + [op(C - level, x)]
 
     def f(level, x):
-        return torch.stack(inputs(level, x)).mean(0)
+        return REDUCE[join](torch.stack(inputs(level, x)))
 
     return f(C, z)
 
 
+@pytest.mark.parametrize("join", ["mean", "sum", "max"])
 @pytest.mark.parametrize("columns", [2, 3, 4])
-def test_flat_block_equals_recursive_definition(registry, tmp_path, columns):
-    _, _, _, net = build(registry, tmp_path, columns=columns)
+def test_flat_block_equals_recursive_definition(registry, tmp_path, columns, join):
+    _, _, _, net = build(registry, tmp_path, columns=columns, join=join)
     net.eval()
     block = net.blocks[0]
     z = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
-        assert torch.allclose(block(z), _recursive_reference(block, z), atol=1e-6)
+        assert torch.allclose(block(z), _recursive_reference(block, z, join), atol=1e-5)
+
+
+@pytest.mark.parametrize("join", ["mean", "sum", "max"])
+def test_channels_last_survives_the_joins(registry, tmp_path, join):
+    """A channels_last model keeps that layout through every join (a stacked reduction would silently turn
+    it contiguous and lose the speed the autotuner measured), with the same outputs."""
+    _, _, _, net = build(registry, tmp_path, columns=3, join=join)
+    net.global_drop = 0.0
+    for b in net.blocks:
+        b.local_drop = 0.0
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ref = net(x)
+    net = net.to(memory_format=torch.channels_last)
+    layouts = []
+    hooks = [m.register_forward_hook(lambda m, i, o: layouts.append(
+        i[0].is_contiguous(memory_format=torch.channels_last))) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        out = net(x.contiguous(memory_format=torch.channels_last))
+    for h in hooks:
+        h.remove()
+    assert len(layouts) == sum(2 ** 3 - 1 for _ in net.blocks) and all(layouts)
+    assert torch.allclose(out, ref, atol=1e-5)
 
 
 def _executed_columns(net, batch):

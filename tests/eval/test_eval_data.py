@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -36,6 +38,12 @@ def lemur_sets(cifar_dir, monkeypatch, flip_p: float):
 def test_norm_constants_come_from_lemur_loader():
     mean, std = data.lemur_norm()
     assert mean == (0.4914, 0.4822, 0.4465) and std == (0.2470, 0.2435, 0.2616)
+    assert (mean, std) == data.lemur_norm_imported()  # read from the source = the imported module's values
+    # reading them does not import the loader (and torchvision with it)
+    code = ("import sys; from ab.gpt.brute.fract import data; data.lemur_norm(); "
+            "print(any(m.startswith('torchvision') for m in sys.modules), data.LOADER in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
 
 
 @pytest.mark.parametrize("flip", [False, True])

@@ -14,10 +14,11 @@ from . import __version__
 from .space.catalog import Registry
 from .space.spec import ArchSpec
 
+# pairwise element-wise ops keep the inputs' memory format (torch.stack would make channels_last contiguous)
 _JOIN = {
-    "mean": ("Element-wise mean", "torch.stack(inputs).mean(dim=0)"),
-    "sum": ("Element-wise sum", "torch.stack(inputs).sum(dim=0)"),
-    "max": ("Element-wise maximum", "torch.stack(inputs).amax(dim=0)"),
+    "mean": ("Element-wise mean", "sum(inputs[1:], inputs[0]) / len(inputs)"),
+    "sum": ("Element-wise sum", "sum(inputs[1:], inputs[0])"),
+    "max": ("Element-wise maximum", "functools.reduce(torch.maximum, inputs)"),
 }
 _POOL = {"max": "nn.MaxPool2d(2)", "avg": "nn.AvgPool2d(2)"}
 
