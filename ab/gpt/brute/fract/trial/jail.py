@@ -40,7 +40,8 @@ class JailConfig:
     uid: int = UID_BASE
     cuda: bool = False
     unsafe_no_jail: bool = False  # debugging only: run the worker as a plain subprocess
-    warm_space: bool = False  # generation: the zygote pre-validates trusted renders (worker._warm_space)
+    warm_space: bool = False  # generation (many short trials): the zygote pre-validates trusted renders and
+    # backs its heap with huge pages for cheap forks (about 2-3 s at start); training jails skip both
 
     def data_paths(self) -> dict[str, str]:
         """What the trial sees: the jail's paths of the data files (the host paths without a jail)."""
