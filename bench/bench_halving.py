@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from ab.gpt.brute.fract.manifest import Manifest  # noqa: E402
 from ab.gpt.brute.fract.tune.halving import (Rungs, parse_budgets, ranking, step, sweep_rungs,  # noqa: E402
-                                               trial_from_run)
+                                             trial_from_run)
 from ab.gpt.brute.fract.tune.plan import Plan, list_schedule  # noqa: E402
 from ab.gpt.brute.fract.tune.plan_halving import HalvingPlan  # noqa: E402
 

@@ -175,6 +175,9 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
                              cache_path=tune_cache, echo=lambda m: click.echo(m, err=True))
         tplan.render(p, echo=click.echo)
         if schedule == "halving":
+            if seen := plan_halving.halving_records(out or new_lemur_dir()):
+                click.echo(f"{len(seen)} model(s) in {out or new_lemur_dir()} have halving records: the estimate "
+                           f"below is a fresh halving run of the models above, not the rest of that run", err=True)
             plan_halving.render(plan_halving.estimate(p, sweep_rungs(epochs, eta or 3, rungs, min_keep or 1)),
                                 echo=click.echo)
         return 0

@@ -4,7 +4,11 @@ import re
 
 import pytest
 
+from ab.gpt.brute.fract.atomic import write_json
 from ab.gpt.brute.fract.manifest import Manifest
+from ab.gpt.brute.fract.results import runs_dir
+from ab.gpt.brute.fract.tune.halving import make_rungs
+from ab.gpt.brute.fract.tune.halving_sweep import schedule_record
 from ab.gpt.brute.fract.tune import plan as P
 from ab.gpt.brute.fract.tune.synthetic import ShapeClass
 from tests.eval.evalkit import generate, make_root, run_cli
@@ -105,13 +109,16 @@ RUNG = re.compile(r"^rung (\d+): budget (\d+) epoch\(s\), (\d+) model\(s\) x (\d
 
 
 @pytest.mark.slow
-def test_nneval_plan_halving_on_generated_models(generated, cifar_dir):
+def test_nneval_plan_halving_on_generated_models(generated, tmp_path, cifar_dir):
     root, out, names, cache = generated
     flops = {r["name"]: r["flops"] for r in Manifest.load(out).valid()}
+    results = tmp_path / "results"  # holds another model's halving record: the plan says it estimates a fresh run
+    record = {"name": "Other", "status": "trained", "schedule": schedule_record(make_rungs(4, 2), "running")}
+    write_json(runs_dir(results) / "Other.json", record)
     proc = run_cli("ab.gpt.NNEval", "--plan", "--schedule", "halving", "--eta", "2", "--min-keep", "2",
-                   "--models", str(out), "--data-dir", str(cifar_dir), "--epochs", "4", "--train-limit", "300",
-                   "--test-limit", "100", "--threads", "1", "--workers", "1", "--tune-cache", str(cache),
-                   cwd=root, env={"COLUMNS": "200"})
+                   "--out", str(results), "--models", str(out), "--data-dir", str(cifar_dir), "--epochs", "4",
+                   "--train-limit", "300", "--test-limit", "100", "--threads", "1", "--workers", "1",
+                   "--tune-cache", str(cache), cwd=root, env={"COLUMNS": "200"})
     # make_rungs(4, eta 2) = 1, 2, 4; 3 models -> keep(3) = max(2, 3 // 2) = 2 -> 2
     lines = list(RUNG.finditer(proc.stdout))
     assert [tuple(int(g) for g in m.groups()[:4]) for m in lines] == [(0, 1, 3, 1), (1, 2, 2, 1), (2, 4, 2, 2)]
@@ -131,4 +138,5 @@ def test_nneval_plan_halving_on_generated_models(generated, cifar_dir):
     order = sorted(names, key=lambda n: (-flops[n], n))  # the table: the full plan, in the sweep's order
     pos = [proc.stdout.find(n[:40]) for n in order]
     assert all(p >= 0 for p in pos) and pos == sorted(pos)
-    assert not (root / "new_lemur").exists() and not (root / "db").exists()
+    assert f"1 model(s) in {results} have halving records" in proc.stderr
+    assert [p.name for p in results.rglob("*")] == ["runs", "Other.json"] and not (root / "db").exists()

@@ -3,7 +3,7 @@ import pytest
 
 from ab.gpt.brute.fract.tune import plan as P
 from ab.gpt.brute.fract.tune.halving import make_rungs, sweep_rungs
-from ab.gpt.brute.fract.tune.plan_halving import Span, estimate, describe, rung_sizes
+from ab.gpt.brute.fract.tune.plan_halving import Span, describe, estimate, halving_records, rung_sizes
 
 SPEC = {"depth": 1, "columns": 1, "channels": [16], "global_drop": 0.0}
 
@@ -102,3 +102,15 @@ def test_unknown_costs_and_mismatched_rungs():
     with pytest.raises(ValueError, match="the rungs end at 5 epochs but the plan is for 3"):
         estimate(p, make_rungs(5))
     assert estimate(P.make_plan([], 3), make_rungs(3)).epoch_share is None
+
+
+def test_halving_records_are_found(tmp_path):
+    from ab.gpt.brute.fract.atomic import write_json
+    from ab.gpt.brute.fract.results import runs_dir
+    from ab.gpt.brute.fract.tune.halving_sweep import schedule_record
+
+    assert halving_records(tmp_path / "none") == []
+    write_json(runs_dir(tmp_path) / "F.json", {"name": "F", "status": "trained"})  # a full-schedule record
+    halving = {"name": "H", "status": "diverged", "schedule": schedule_record(make_rungs(3), "stopped")}
+    write_json(runs_dir(tmp_path) / "H.json", halving)
+    assert halving_records(tmp_path) == ["H"]

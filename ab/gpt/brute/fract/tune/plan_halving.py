@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from .halving import Rungs
@@ -174,3 +175,11 @@ def describe(hp: HalvingPlan) -> list[str]:
 def render(hp: HalvingPlan, echo: Callable[[str], None] = print) -> None:
     for line in describe(hp):
         echo(line)
+
+
+def halving_records(out: Path) -> list[str]:
+    """Models with a halving run's record in `out`: the plan leaves them out and estimates a fresh run only."""
+    from .. import results
+    from .halving_sweep import schedule_of
+
+    return [r.get("name") for r in results.load_runs(out) if schedule_of(r) is not None]
