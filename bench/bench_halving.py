@@ -8,7 +8,10 @@ then trains it twice with the real NNEval (jailed, on the CIFAR-10 subset, --no-
 `--schedule full`, once with `--schedule halving`. Prints the full run's top 5 (accuracy after the last
 epoch), halving's top 5 (`halving.ranking`: models that got further first, then by accuracy at their last
 rung), their overlap, and halving's share of the full run's compute: epochs, FLOP-weighted epochs
-(the manifest's FLOPs per image) and wall time. Issue 12's goal: >= 4 of the top 5 at <= 40% of the compute.
+(the manifest's FLOPs per image) and wall time, and `NNEval --plan`'s wall estimates (its calibration on this
+machine) against both measured runs: the full schedule, and the halving schedule (`--plan --schedule halving`:
+expected [cheapest to most expensive models go on], and the plan's figure for the models that did).
+Issue 12's goal: >= 4 of the top 5 at <= 40% of the compute.
 
 Small run to check it works: --models 4 --epochs 2 --eta 2 --train-limit 256 --test-limit 128 --top 2
 """
@@ -27,8 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ab.gpt.brute.fract.manifest import Manifest  # noqa: E402
-from ab.gpt.brute.fract.tune.halving import (Rungs, make_rungs, parse_budgets, ranking,  # noqa: E402
-                                               rungs_below, step, trial_from_run)
+from ab.gpt.brute.fract.tune.halving import (Rungs, parse_budgets, ranking, step, sweep_rungs,  # noqa: E402
+                                             trial_from_run)
+from ab.gpt.brute.fract.tune.plan import Plan, list_schedule  # noqa: E402
+from ab.gpt.brute.fract.tune.plan_halving import HalvingPlan  # noqa: E402
 
 SUBSET = Path("/work/shared/data/cifar-10-subset/cifar-10-batches-py")
 
@@ -65,6 +70,36 @@ def replay(names: list[str], full: dict, rungs: Rungs, top_full: list[str], top:
     return overlap, e_share, f_share
 
 
+def wall_of_members(plan: Plan, rungs: Rungs, members: list[list[str]]) -> float | None:
+    """The plan's wall time for the rungs' actual members (known after the run): each rung's trials list-scheduled
+    in the sweep's order, rungs one after another; None without time estimates."""
+    rows = {r.name: r for r in plan.rows}
+    if any(rows[m].epoch_s is None for ms in members for m in ms):
+        return None
+    wall, prev = 0.0, 0
+    for budget, ms in zip(rungs.budgets, members):
+        chosen = set(ms)
+        wall += list_schedule([r.epoch_s * (budget - prev) + plan.overhead_s * plan.seeds for r in plan.rows
+                               if r.name in chosen], plan.workers)
+        prev = budget
+    return wall
+
+
+def halving_plan_line(hp: HalvingPlan, measured_s: float, members: list[list[str]] | None = None) -> str:
+    """`--plan --schedule halving`'s wall estimate (expected [cheapest to most expensive go on]) against the
+    measured halving run, and (given the rungs' actual members) the plan's figure for the models that went on."""
+    w = hp.wall_s
+    if w is None:
+        return "NNEval --plan has no time estimate of the halving run (no calibration)"
+    line = (f"NNEval --plan --schedule halving's estimate: {w.expected:.0f} s [{w.low:.0f} to {w.high:.0f} s] with "
+            f"{hp.full.workers} worker(s); measured {measured_s:.0f} s; estimate / measured "
+            f"{w.expected / measured_s:.2f} [{w.low / measured_s:.2f} to {w.high / measured_s:.2f}]")
+    actual = wall_of_members(hp.full, hp.rungs, members) if members else None
+    if actual is not None:
+        line += f"; for the models that actually went on {actual:.0f} s ({actual / measured_s:.2f})"
+    return line
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", type=int, default=48, help="models in the stratified sample")
@@ -86,10 +121,7 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("NN_GPT_FRACTAL_CIFAR", SUBSET)))
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     a = ap.parse_args()
-    if a.rungs:
-        rungs = rungs_below(a.epochs, parse_budgets(a.rungs), a.eta, a.min_keep)
-    else:
-        rungs = make_rungs(a.epochs, a.eta, min_keep=a.min_keep)
+    rungs = sweep_rungs(a.epochs, a.eta, parse_budgets(a.rungs) if a.rungs else None, a.min_keep)
 
     root = a.keep or Path(tempfile.mkdtemp(prefix="bench-halving-"))
     (root / "ab").mkdir(parents=True, exist_ok=True)  # an isolated LEMUR root
@@ -111,10 +143,12 @@ def main() -> None:
     if len(rungs.budgets) > 1:
         halving_args += ["--rungs", ",".join(map(str, rungs.budgets[:-1]))]
     from ab.gpt.brute.fract.tune.plan import plan_sweep
+    from ab.gpt.brute.fract.tune.plan_halving import estimate
 
     workers = a.workers if a.workers == "auto" else int(a.workers)
     plan = plan_sweep(models, root / "full", epochs=a.epochs, batch=a.batch, train_limit=a.train_limit,
                       test_limit=a.test_limit, data_dir=str(a.data_dir), workers=workers, echo=lambda m: None)
+    halving_plan = estimate(plan, rungs)  # NNEval --plan --schedule halving's figures
     wall = {"full": run("ab.gpt.NNEval", common + ["--out", str(root / "full")], root),
             "halving": run("ab.gpt.NNEval", common + halving_args + ["--out", str(root / "halving")], root)}
 
@@ -152,6 +186,7 @@ def main() -> None:
     same = all(halv_trials[n].accuracies == full_trials[n].accuracies[:halv_trials[n].epochs] for n in names)
     print(f"NNEval --plan's estimate of the full run: {plan.wall_s:.0f} s with {plan.workers} worker(s); measured "
           f"{wall['full']:.0f} s; estimate / measured {plan.wall_s / wall['full']:.2f} (goal within 25%)")
+    print(halving_plan_line(halving_plan, wall["halving"], step(names, halv_trials, rungs).members))
     print(f"halving's accuracies equal the full run's at the same epochs (deterministic per seed): {same}")
     goal = overlap >= min(4, a.top) and share.get("FLOP-weighted epochs", share["epochs"]) <= 0.40
     print(f"goal (>= {min(4, a.top)} of the top {a.top} at <= 40% of the compute): {'met' if goal else 'NOT met'}")

@@ -87,6 +87,25 @@ def test_nneval_rejects(args, words, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("args, words", [
+    (["--eta", "3"], ["--eta", "needs --schedule halving"]),
+    (["--rungs", "1"], ["--rungs", "needs --schedule halving"]),
+    (["--min-keep", "2"], ["--min-keep", "needs --schedule halving"]),
+    (["--schedule", "halving", "--eta", "1"], ["--eta", "1 is not in the range x>=2"]),
+    (["--schedule", "halving", "--min-keep", "0"], ["--min-keep"]),
+    (["--schedule", "halving", "--rungs", "3,1"], ["--rungs", "increasing positive epoch counts"]),
+    (["--schedule", "halving", "--rungs", "1,9", "--epochs", "3"], ["--rungs", "goes past --epochs 3"]),
+    (["--address", "1.2.3.4:6379"], ["--address", "needs --executor ray"]),
+])
+def test_nneval_plan_rejects_the_same(args, words, tmp_path, monkeypatch, capsys):
+    """--plan checks the schedule's options before planning, with the same one-line errors as a sweep."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()  # a models folder: the error must come from the option, not the folder
+    err = _run_click(NNEval.cli, args + ["--plan", "--models", str(tmp_path / "models")], capsys)
+    assert all(w in err for w in words), err
+    assert [p.name for p in tmp_path.iterdir()] == ["models"] and not any((tmp_path / "models").iterdir())
+
+
+@pytest.mark.parametrize("args, words", [
     (["--timeout", "nan"], ["--timeout", "finite"]),
     (["--dropout", "0,nan"], ["--dropout", "finite numbers"]),
     (["--local-drop", "inf"], ["--local-drop", "finite numbers"]),

@@ -153,15 +153,6 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
          executor, address, gpus_per_trial, cpus_per_trial, memory_per_trial_gb, order, timeout, memory_gb, threads,
          save_best, retry_failed, unsafe_no_jail, quiet, plan, tune_cache, schedule, eta, rungs, min_keep):
     """Train generated models on CIFAR-10, write LEMUR-format results and register them in the DB."""
-    if plan:  # what the sweep would cost, calibrated on this device; nothing is trained or written
-        from ab.gpt.brute.fract.tune import plan as tplan
-
-        p = tplan.plan_sweep(models or models_dir(), out or new_lemur_dir(), pattern, limit, retry_failed, epochs,
-                             seeds, batch, train_limit, test_limit, data_dir, device, workers,
-                             _mode(checkpointing), threads=threads,
-                             cache_path=tune_cache, echo=lambda m: click.echo(m, err=True))
-        tplan.render(p, echo=click.echo)
-        return 0
     for name, value in (("--eta", eta), ("--rungs", rungs), ("--min-keep", min_keep)):
         if value is not None and schedule != "halving":
             raise click.BadParameter(f"{name} needs --schedule halving", param_hint=name)
@@ -174,6 +165,22 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
                         ("--memory-per-trial-gb", memory_per_trial_gb)):
         if value is not None and executor != "ray":
             raise click.BadParameter(f"{name} needs --executor ray", param_hint=name)
+    if plan:  # what the sweep would cost, calibrated on this device; nothing is trained or written
+        from ab.gpt.brute.fract.tune import plan as tplan, plan_halving
+        from ab.gpt.brute.fract.tune.halving import sweep_rungs
+
+        p = tplan.plan_sweep(models or models_dir(), out or new_lemur_dir(), pattern, limit, retry_failed, epochs,
+                             seeds, batch, train_limit, test_limit, data_dir, device, workers,
+                             _mode(checkpointing), threads=threads,
+                             cache_path=tune_cache, echo=lambda m: click.echo(m, err=True))
+        tplan.render(p, echo=click.echo)
+        if schedule == "halving":
+            if seen := plan_halving.halving_records(out or new_lemur_dir()):
+                click.echo(f"{len(seen)} model(s) in {out or new_lemur_dir()} have halving records: the estimate "
+                           f"below is a fresh halving run of the models above, not the rest of that run", err=True)
+            plan_halving.render(plan_halving.estimate(p, sweep_rungs(epochs, eta or 3, rungs, min_keep or 1)),
+                                echo=click.echo)
+        return 0
     if executor == "ray":
         try:
             import ray  # noqa: F401

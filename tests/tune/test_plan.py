@@ -1,9 +1,14 @@
 """The sweep plan: FLOP totals, run order, wall-time scheduling, and `NNEval --plan` on generated models."""
 import json
+import re
 
 import pytest
 
+from ab.gpt.brute.fract.atomic import write_json
 from ab.gpt.brute.fract.manifest import Manifest
+from ab.gpt.brute.fract.results import runs_dir
+from ab.gpt.brute.fract.tune.halving import make_rungs
+from ab.gpt.brute.fract.tune.halving_sweep import schedule_record
 from ab.gpt.brute.fract.tune import plan as P
 from ab.gpt.brute.fract.tune.synthetic import ShapeClass
 from tests.eval.evalkit import generate, make_root, run_cli
@@ -70,13 +75,21 @@ def test_entries_from_a_real_manifest(tmp_path):
     assert P.entries_from_manifest(tmp_path, ["y", "x"])[0] == P.Entry("y", None)
 
 
-@pytest.mark.slow
-def test_nneval_plan_on_generated_models(tmp_path, cifar_dir):
-    root = make_root(tmp_path / "root")
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """(LEMUR root, models folder, names, tuning cache): three tiny generated models; the plan CLI tests share the
+    cache, so each shape class is probed once."""
+    tmp = tmp_path_factory.mktemp("plan")
+    root = make_root(tmp / "root")
     out = root / "out" / "fractal"
     names = generate(root, out, "--depth", "1-2", "--columns", "1-2", "--limit", "3")
+    return root, out, names, tmp / "tune.json"
+
+
+@pytest.mark.slow
+def test_nneval_plan_on_generated_models(generated, tmp_path, cifar_dir):
+    root, out, names, cache = generated
     flops = {r["name"]: r["flops"] for r in Manifest.load(out).valid()}
-    cache = tmp_path / "tune.json"
     proc = run_cli("ab.gpt.NNEval", "--plan", "--models", str(out), "--data-dir", str(cifar_dir), "--epochs", "2",
                    "--train-limit", "300", "--test-limit", "100", "--tune-cache", str(cache), "--threads", "1",
                    cwd=root, env={"COLUMNS": "200"})
@@ -90,3 +103,40 @@ def test_nneval_plan_on_generated_models(tmp_path, cifar_dir):
     assert not (root / "new_lemur").exists() and not (root / "db").exists()  # nothing trained or written
     bad = run_cli("ab.gpt.NNEval", "--plan", "--models", str(tmp_path / "none"), cwd=root, check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no models folder" in bad.stderr
+
+
+RUNG = re.compile(r"^rung (\d+): budget (\d+) epoch\(s\), (\d+) model\(s\) x (\d+) epoch\(s\): (.*)$", re.M)
+
+
+@pytest.mark.slow
+def test_nneval_plan_halving_on_generated_models(generated, tmp_path, cifar_dir):
+    root, out, names, cache = generated
+    flops = {r["name"]: r["flops"] for r in Manifest.load(out).valid()}
+    results = tmp_path / "results"  # holds another model's halving record: the plan says it estimates a fresh run
+    record = {"name": "Other", "status": "trained", "schedule": schedule_record(make_rungs(4, 2), "running")}
+    write_json(runs_dir(results) / "Other.json", record)
+    proc = run_cli("ab.gpt.NNEval", "--plan", "--schedule", "halving", "--eta", "2", "--min-keep", "2",
+                   "--out", str(results), "--models", str(out), "--data-dir", str(cifar_dir), "--epochs", "4",
+                   "--train-limit", "300", "--test-limit", "100", "--threads", "1", "--workers", "1",
+                   "--tune-cache", str(cache), cwd=root, env={"COLUMNS": "200"})
+    # make_rungs(4, eta 2) = 1, 2, 4; 3 models -> keep(3) = max(2, 3 // 2) = 2 -> 2
+    lines = list(RUNG.finditer(proc.stdout))
+    assert [tuple(int(g) for g in m.groups()[:4]) for m in lines] == [(0, 1, 3, 1), (1, 2, 2, 1), (2, 4, 2, 2)]
+    # FLOPs per epoch of a model: forward x (3 x training + test images); rung 0 all 3 models x 1 epoch,
+    # rung 2 the 2 cheapest (low) or 2 most expensive (high) x 2 epochs, expected 2 x the mean
+    per_epoch = sorted(f * (3 * min(300, P.count_images(cifar_dir)[0]) + 100) for f in flops.values())
+    si = lambda x: P._si(x, "FLOP")  # noqa: E731
+    assert lines[0].group(5).startswith(f"{si(sum(per_epoch))}, compute ")
+    assert lines[2].group(5).startswith(f"{si(2 * 2 * sum(per_epoch) / 3)} [{si(2 * sum(per_epoch[:2]))} to "
+                                        f"{si(2 * sum(per_epoch[1:]))}], compute ")
+    assert "halving plan (rungs 1,2,4, eta 2, min-keep 2" in proc.stdout
+    assert "halving total: 9 of 12 epochs (75.0%)" in proc.stdout
+    # the calibration gave times: every rung has compute and wall figures, the totals a share of the full ones
+    assert all("compute -" not in m.group(5) for m in RUNG.finditer(proc.stdout))
+    total = next(line for line in proc.stdout.splitlines() if line.startswith("halving total:"))
+    assert re.search(r"compute \S+ \[\S+ to \S+\] of \S+ \(\d+\.\d% \[", total), total
+    order = sorted(names, key=lambda n: (-flops[n], n))  # the table: the full plan, in the sweep's order
+    pos = [proc.stdout.find(n[:40]) for n in order]
+    assert all(p >= 0 for p in pos) and pos == sorted(pos)
+    assert f"1 model(s) in {results} have halving records" in proc.stderr
+    assert [p.name for p in results.rglob("*")] == ["runs", "Other.json"] and not (root / "db").exists()

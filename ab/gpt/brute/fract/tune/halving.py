@@ -84,6 +84,13 @@ def rungs_below(epochs: int, budgets: tuple[int, ...], eta: int, min_keep: int =
     return Rungs(tuple(budgets) + (() if budgets and budgets[-1] == epochs else (epochs,)), eta, min_keep)
 
 
+def sweep_rungs(epochs: int, eta: int = 3, budgets: tuple[int, ...] | None = None, min_keep: int = 1) -> Rungs:
+    """A sweep's rungs: `--rungs` budgets below `epochs` (appended) when given, else make_rungs(epochs, eta)."""
+    if not budgets:
+        return make_rungs(epochs, eta, min_keep=min_keep)
+    return rungs_below(epochs, tuple(budgets), eta, min_keep)
+
+
 @dataclass(frozen=True)
 class Trial:
     """What the run records say about one model: accuracy per finished epoch (index 0 = epoch 1, None when

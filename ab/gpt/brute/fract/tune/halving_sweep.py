@@ -33,7 +33,7 @@ import click
 from .. import results
 from ..atomic import write_json
 from ..sweep_order import ORDERS
-from .halving import Rungs, Schedule, Trial, make_rungs, parse_budgets, rungs_below, step, trial_from_run
+from .halving import Rungs, Schedule, Trial, parse_budgets, step, sweep_rungs, trial_from_run
 
 NAME = "halving"
 WORK = ".work"  # evaluate.WORK (not imported: evaluate imports this module)
@@ -55,9 +55,7 @@ class RungsParam(click.ParamType):
 
 def rungs_of(cfg) -> Rungs:
     """The rungs of a sweep config: --rungs (the full budget --epochs appended) or make_rungs(epochs, eta)."""
-    if not cfg.rungs:
-        return make_rungs(cfg.epochs, cfg.eta, min_keep=cfg.min_keep)
-    return rungs_below(cfg.epochs, tuple(cfg.rungs), cfg.eta, cfg.min_keep)
+    return sweep_rungs(cfg.epochs, cfg.eta, cfg.rungs, cfg.min_keep)
 
 
 def schedule_record(rungs: Rungs, state: str, stop=None) -> dict:

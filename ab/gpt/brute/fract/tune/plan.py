@@ -44,7 +44,8 @@ class Row:
     flops: int | None  # forward, one image
     train_flops: int | None
     eval_flops: int | None
-    est_s: float | None
+    est_s: float | None  # the whole trial: every epoch and seed, plus the per-trial overhead
+    epoch_s: float | None = None  # one epoch of every seed, without the overhead
 
 
 @dataclass
@@ -73,14 +74,19 @@ class Plan:
     @property
     def wall_s(self) -> float:
         """Longest-first list scheduling of the trials' estimates over the workers."""
-        loads = [0.0] * max(1, self.workers)
-        for r in self.rows:
-            heapq.heapreplace(loads, loads[0] + (r.est_s or 0.0))
-        return max(loads)
+        return list_schedule([r.est_s or 0.0 for r in self.rows], self.workers)
 
     @property
     def unknown(self) -> list[str]:
         return [r.name for r in self.rows if r.est_s is None]
+
+
+def list_schedule(durations: list[float], workers: int) -> float:
+    """Wall time of trials handed out in this order, each to the worker that frees up first."""
+    loads = [0.0] * max(1, workers)
+    for d in durations:
+        heapq.heapreplace(loads, loads[0] + d)
+    return max(loads)
 
 
 def run_order(entries: list[Entry]) -> list[Entry]:
@@ -104,7 +110,7 @@ def make_plan(entries: list[Entry], epochs: int, seeds: int = 1, train_images: i
             continue
         train = TRAIN_FACTOR * e.flops * train_images * epochs * seeds
         ev = e.flops * test_images * epochs * seeds
-        est = None
+        est = epoch_s = None
         if rate is not None and shape is not None and shape.key not in rates:
             r = rate(shape)
             rates[shape.key] = float(r) if r else None
@@ -113,7 +119,8 @@ def make_plan(entries: list[Entry], epochs: int, seeds: int = 1, train_images: i
             if checkpointing:  # backward runs each checkpointed forward again
                 work *= (TRAIN_FACTOR + 1) / TRAIN_FACTOR
             est = (work + ev) / rates[shape.key] + overhead_s * seeds
-        rows.append(Row(e.name, shape.key if shape else None, e.params, e.flops, train, ev, est))
+            epoch_s = (work + ev) / rates[shape.key] / epochs
+        rows.append(Row(e.name, shape.key if shape else None, e.params, e.flops, train, ev, est, epoch_s))
     return Plan(rows, epochs, seeds, train_images, test_images, workers, rates, overhead_s)
 
 
