@@ -33,7 +33,7 @@ def test_totals_are_manifest_flops_times_factor():
 
 def test_time_estimate_and_wall_over_workers():
     rates = {"w16-32_c2": 1e9, "w32-64_c4": 2e9}
-    p = P.make_plan(entries(), epochs=1, train_images=1000, test_images=0, rate=lambda s: rates[s.key],
+    p = P.make_plan(entries(), epochs=1, train_images=1000, test_images=0, rate=lambda e: rates[e.group],
                     workers=2, overhead_s=1.0)
     est = {r.name: r.est_s for r in p.rows}
     assert est["a"] == pytest.approx(3 * 5e6 * 1000 / 2e9 + 1) and est["b"] == pytest.approx(3 * 2e6 * 1000 / 1e9 + 1)
@@ -41,9 +41,9 @@ def test_time_estimate_and_wall_over_workers():
     assert p.compute_s == pytest.approx(est["a"] + est["b"] + est["c"])
     # longest first on 2 workers: a (8.5 s) on one, b then c (7 s each) on the other
     assert p.wall_s == pytest.approx(est["b"] + est["c"])
-    assert P.make_plan(entries(), 1, rate=lambda s: rates[s.key], workers=1).wall_s == pytest.approx(
-        P.make_plan(entries(), 1, rate=lambda s: rates[s.key], workers=1).compute_s)
-    ck = P.make_plan(entries(), 1, train_images=1000, test_images=0, rate=lambda s: rates[s.key], checkpointing=True)
+    assert P.make_plan(entries(), 1, rate=lambda e: rates[e.group], workers=1).wall_s == pytest.approx(
+        P.make_plan(entries(), 1, rate=lambda e: rates[e.group], workers=1).compute_s)
+    ck = P.make_plan(entries(), 1, train_images=1000, test_images=0, rate=lambda e: rates[e.group], checkpointing=True)
     assert {r.name: r.est_s for r in ck.rows}["a"] == pytest.approx(4 * 5e6 * 1000 / 2e9)
     lines = []
     P.render(p, echo=lines.append)
@@ -53,13 +53,34 @@ def test_time_estimate_and_wall_over_workers():
         P.make_plan(entries(), epochs=0)
 
 
+def test_calibration_groups_split_a_shape_class_by_conv_layers():
+    from ab.gpt.brute.fract.tune.calibrate import representatives
+
+    spec = lambda *layers: {"depth": 2, "columns": 2, "channels": [16, 32], "layers": list(layers)}  # noqa: E731
+    es = [P.Entry("k3", 2_000_000, 1, spec("conv3x3", "bn", "relu")),
+          P.Entry("k3b", 3_000_000, 1, spec("conv3x3", "inorm", "gelu")),
+          P.Entry("k3c", 4_000_000, 1, spec("bn", "relu", "conv3x3")),
+          P.Entry("k5", 5_000_000, 1, spec("conv5x5", "bn", "relu")),
+          P.Entry("old", 1_000_000, 1, {"depth": 2, "columns": 2, "channels": [16, 32]})]
+    assert [e.group for e in es] == ["w16-32_c2/conv3x3"] * 3 + ["w16-32_c2/conv5x5", "w16-32_c2"]
+    reps = representatives(es)
+    assert {g: e.name for g, e in reps.items()} == {"w16-32_c2/conv3x3": "k3b", "w16-32_c2/conv5x5": "k5",
+                                                    "w16-32_c2": "old"}  # the median-FLOPs member
+    rates = {"w16-32_c2/conv3x3": 1e9, "w16-32_c2/conv5x5": 4e9, "w16-32_c2": 2e9}
+    p = P.make_plan(es, 1, train_images=1000, test_images=0, rate=lambda e: rates[e.group])
+    est = {r.name: r.est_s for r in p.rows}
+    assert est["k5"] == pytest.approx(3 * 5e6 * 1000 * P.drop_path_factor(es[3].spec) / 4e9)
+    assert est["k3"] == pytest.approx(3 * 2e6 * 1000 * P.drop_path_factor(es[0].spec) / 1e9)
+    assert p.rates == rates
+
+
 def test_drop_path_factor():
     assert P.drop_path_factor({"columns": 3, "global_drop": 0.5}) == pytest.approx(0.5 + 0.5 / 3)
     assert P.drop_path_factor({"columns": 1, "global_drop": 0.5}) == 1.0
     assert P.drop_path_factor({"kind": "plain", "columns": 1, "global_drop": 0.5}) == 1.0
     assert P.drop_path_factor(None) == 1.0
     spec = {"depth": 1, "columns": 4, "channels": [16], "global_drop": 0.5}
-    p = P.make_plan([P.Entry("x", 10**6, 1, spec)], 1, train_images=100, test_images=0, rate=lambda s: 1e9)
+    p = P.make_plan([P.Entry("x", 10**6, 1, spec)], 1, train_images=100, test_images=0, rate=lambda e: 1e9)
     assert p.rows[0].est_s == pytest.approx(3e8 * (0.5 + 0.125) / 1e9)
     assert p.total_train_flops == 3e8  # the FLOP totals stay 3 x forward x images
 

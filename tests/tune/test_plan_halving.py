@@ -12,7 +12,7 @@ def plan_of(costs, epochs=3, workers=2, overhead_s=0.5, seeds=1, rate=3e9):
     """A real plan whose model i costs costs[i] seconds and 3e9 x costs[i] FLOPs per epoch (1000 training
     images, no test images, one shape class at `rate` FLOP/s): forward FLOPs = costs[i] x 1e6."""
     es = [P.Entry(f"m{i}", int(c * 1e6), 1, SPEC) for i, c in enumerate(costs)]
-    return P.make_plan(es, epochs, seeds, train_images=1000, test_images=0, rate=lambda s: rate, workers=workers,
+    return P.make_plan(es, epochs, seeds, train_images=1000, test_images=0, rate=lambda e: rate, workers=workers,
                        overhead_s=overhead_s)
 
 
@@ -90,7 +90,7 @@ def test_expected_wall_stays_in_the_range():
 
 def test_unknown_costs_and_mismatched_rungs():
     es = [P.Entry("a", 10**6, 1, SPEC), P.Entry("b", None)]
-    p = P.make_plan(es, 3, train_images=1000, test_images=0, rate=lambda s: 1e9)
+    p = P.make_plan(es, 3, train_images=1000, test_images=0, rate=lambda e: 1e9)
     hp = estimate(p, make_rungs(3))
     assert hp.per_rung[0].flops is None and hp.compute_s is None and hp.wall_s is None and hp.flops_share is None
     assert [c.models for c in hp.per_rung] == [2, 1] and hp.epochs == 2 + 2

@@ -116,8 +116,10 @@ SCHEMA = {
               "train_time_s": (_NUM, True), "epoch_time_s": (_NUM, True),
               "peak_memory_mb": (_NUM + (type(None),), True), "gradient_norm": (_NUM + (type(None),), True),
               "diverged": ((bool,), True),
-              # first training step and the median one: what torch.compile added shows in the difference
-              "first_step_s": (_NUM + (type(None),), False), "step_s": (_NUM + (type(None),), False)},
+              # first training step and the median one (what torch.compile added shows in the difference), and
+              # the mean step after the first quarter (the plan's calibration)
+              "first_step_s": (_NUM + (type(None),), False), "step_s": (_NUM + (type(None),), False),
+              "mean_step_s": (_NUM + (type(None),), False)},
     "result": {"value": ((dict,), True)},
     "error": {"message": ((str,), True), "oom": ((bool,), True)},
 }

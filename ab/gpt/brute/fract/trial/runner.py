@@ -224,8 +224,10 @@ class Progress:
 
     def step_times(self) -> dict:
         s = sorted(self.steps)
+        settled = self.steps[len(self.steps) // 4:]  # the first quarter carries warm-up
         return {"first_step_s": round(self.steps[0], 4) if self.steps else None,
-                "step_s": round(s[len(s) // 2], 4) if s else None}
+                "step_s": round(s[len(s) // 2], 4) if s else None,
+                "mean_step_s": round(sum(settled) / len(settled), 5) if settled else None}
 
 
 def test_logits(model, images: TensorCifar, batch: int, generator: torch.Generator) -> bytes:

@@ -263,6 +263,7 @@ class _Judge:
                "peak_memory_mb": h["peak_memory_mb"], "train_time_s": h["train_time_s"],
                "gradient_norm": h["gradient_norm"], "duration_ns": prev + int(h["epoch_time_s"] * 1e9),
                "first_step_s": h.get("first_step_s"), "step_s": h.get("step_s"),
+               "mean_step_s": h.get("mean_step_s"),
                "self_reported": SELF_REPORTED,
                # nn-dataset's train_stat machine fields, measured here, outside the jail
                "system": train_stat_system(self.info.get("device", "cpu"))}

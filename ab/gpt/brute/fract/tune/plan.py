@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +36,27 @@ class Entry:
     def shape(self) -> ShapeClass | None:
         return shape_class_of_spec(self.spec) if self.spec else None
 
+    @property
+    def group(self) -> str | None:
+        """The calibration group: the shape class and the column op's conv layers (a 5x5 conv has 2.8x the
+        FLOPs of a 3x3 one but runs at a higher FLOP rate, so one rate per class misjudges both)."""
+        shape = self.shape
+        if shape is None:
+            return None
+        convs = [n for n in (self.spec or {}).get("layers") or () if n in conv_layers()]
+        return shape.key + (f"/{'+'.join(convs)}" if convs else "")
+
+
+@lru_cache(maxsize=1)
+def conv_layers() -> frozenset[str]:
+    """Names of the registered conv-slot layers (plugins' included)."""
+    from ..space.registry import build_registry
+
+    try:
+        return frozenset(build_registry().options_for("conv"))
+    except Exception:  # a broken plugin must not break the plan: group by shape class alone
+        return frozenset()
+
 
 @dataclass
 class Row:
@@ -56,7 +78,7 @@ class Plan:
     train_images: int
     test_images: int
     workers: int
-    rates: dict[str, float] = field(default_factory=dict)  # shape class -> achieved FLOP/s per worker
+    rates: dict[str, float] = field(default_factory=dict)  # calibration group -> achieved FLOP/s per worker
     overhead_s: float = 0.0
 
     @property
@@ -96,10 +118,11 @@ def run_order(entries: list[Entry]) -> list[Entry]:
 
 
 def make_plan(entries: list[Entry], epochs: int, seeds: int = 1, train_images: int = CIFAR_TRAIN,
-              test_images: int = CIFAR_TEST, rate: Callable[[ShapeClass], float] | None = None, workers: int = 1,
+              test_images: int = CIFAR_TEST, rate: Callable[[Entry], float | None] | None = None, workers: int = 1,
               overhead_s: float = 0.0, checkpointing: bool = False) -> Plan:
-    """The plan; `rate(shape)` gives achieved training FLOP/s per worker for a shape class (None: FLOPs only).
-    With `checkpointing` the time estimate counts the forward pass that backward recomputes."""
+    """The plan; `rate(entry)` gives achieved training FLOP/s per worker for the entry's calibration group
+    (`Entry.group`; None: FLOPs only). With `checkpointing` the time estimate counts the forward pass that
+    backward recomputes."""
     if epochs < 1 or seeds < 1 or train_images < 1 or test_images < 0 or workers < 1:
         raise ValueError("epochs, seeds, workers and training images must be >= 1")
     rows, rates = [], {}
@@ -111,15 +134,16 @@ def make_plan(entries: list[Entry], epochs: int, seeds: int = 1, train_images: i
         train = TRAIN_FACTOR * e.flops * train_images * epochs * seeds
         ev = e.flops * test_images * epochs * seeds
         est = epoch_s = None
-        if rate is not None and shape is not None and shape.key not in rates:
-            r = rate(shape)
-            rates[shape.key] = float(r) if r else None
-        if rate is not None and shape is not None and rates.get(shape.key):
+        group = e.group
+        if rate is not None and group is not None and group not in rates:
+            r = rate(e)
+            rates[group] = float(r) if r else None
+        if rate is not None and group is not None and rates.get(group):
             work = train * drop_path_factor(e.spec)
             if checkpointing:  # backward runs each checkpointed forward again
                 work *= (TRAIN_FACTOR + 1) / TRAIN_FACTOR
-            est = (work + ev) / rates[shape.key] + overhead_s * seeds
-            epoch_s = (work + ev) / rates[shape.key] / epochs
+            est = (work + ev) / rates[group] + overhead_s * seeds
+            epoch_s = (work + ev) / rates[group] / epochs
         rows.append(Row(e.name, shape.key if shape else None, e.params, e.flops, train, ev, est, epoch_s))
     return Plan(rows, epochs, seeds, train_images, test_images, workers, rates, overhead_s)
 
@@ -185,8 +209,8 @@ def render(plan: Plan, echo: Callable[[str], None] = print, width: int = 160) ->
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
         for row in [head] + rows:
             echo("  ".join(c.ljust(w) for c, w in zip(row, widths)))
-    for shape, r in sorted(plan.rates.items()):
-        echo(f"calibration {shape}: {_si(r, 'FLOP/s')} achieved per worker")
+    for group, r in sorted(plan.rates.items()):
+        echo(f"calibration {group}: {_si(r, 'FLOP/s')} achieved per worker")
     echo(f"total: {_si(plan.total_flops, 'FLOP')} ({_si(plan.total_train_flops, 'FLOP')} training) on "
          f"{plan.train_images} training + {plan.test_images} test images; compute {_dur(plan.compute_s)}, "
          f"wall ~{_dur(plan.wall_s)} with {plan.workers} worker(s)"
@@ -237,7 +261,7 @@ def plan_sweep(models: Path, out: Path, pattern: str | None = None, limit: int |
             echo(f"no calibration ({e}); FLOPs only")
             rates = None
         if rates is not None:
-            rate = lambda shape: rates.get(shape.key)  # noqa: E731 (achieved FLOP/s; None: not calibrated)
+            rate = lambda e: rates.get(e.group)  # noqa: E731 (achieved FLOP/s; None: not calibrated)
     if workers == "auto":
         workers = 1
     # the calibration timed steps with the sweep's own checkpointing decisions: no further scaling
