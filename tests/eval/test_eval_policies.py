@@ -5,6 +5,7 @@ the trial's stats. `--compile on` really compiles inside the jail."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,24 @@ def test_compile_on_compiles_inside_the_jail(tiny_models, cifar_dir, tmp_path):
     [rec] = stats(root / "new_lemur")
     assert rec["policies"]["compile"] is True and rec["policies"]["compile_reason"] == "--compile on"
     assert rec["policies"]["compile_s"] > 0  # the first step paid for compiling
+
+
+def test_a_halving_rung_keeps_the_populations_packing(tiny_models, cifar_dir, tmp_path):
+    """`--workers auto` gives a lone trial all the cores; a halving rung of one model must still train with
+    the threads its population got (a thread count changes kernels' summation order, so the numbers)."""
+    from ab.gpt.brute.fract.data import locate, prepare
+    from ab.gpt.brute.fract.evaluate import SweepConfig, discover, make_policies
+
+    cache = tmp_path / "tune.json"
+    write_figures(cache, classes(tiny_models), "fp32", {"1x2": 100.0, "2x1": 180.0})  # 2 workers x 1 thread
+    data = prepare(locate(cifar_dir), tmp_path / "cache").to_dict()
+    entries = discover(tiny_models, None)
+    cfg = SweepConfig(models=tiny_models, out=tmp_path / "out", tune_cache=cache, workers="auto", quiet=True)
+
+    def packing(todo, population=None):
+        _, workers, threads = make_policies(cfg, todo, data, False, {}, lambda m: None, population)
+        return workers, threads
+
+    assert packing(entries) == (2, 1)
+    assert packing(entries[:1]) == (1, len(os.sched_getaffinity(0)))  # a one-model sweep: the trial gets the cores
+    assert packing(entries[:1], population=entries) == (2, 1)  # a rung of that sweep: as its population

@@ -342,9 +342,12 @@ def _executor(cfg: SweepConfig, limits: TrialLimits, run_dir: Path, cuda: bool, 
 
 
 def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bool, record_cfg: dict,
-                  say: Callable[[str], None]) -> tuple[SweepPolicies, int, int]:
+                  say: Callable[[str], None], population: list[ModelEntry] | None = None
+                  ) -> tuple[SweepPolicies, int, int]:
     """The sweep's policy resolver and its (workers, threads); `--workers auto` is decided here and noted
-    in the run's config record."""
+    in the run's config record. `population` (default `todo`) is what the packing is decided for: a halving
+    rung passes the whole schedule's models, so a model trains with the same threads in every rung (the
+    thread count changes a kernel's summation order, and so the numbers)."""
     import numpy as np
 
     train_images = len(np.load(data["train_x"], mmap_mode="r", allow_pickle=False))
@@ -353,13 +356,14 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
     pol = SweepPolicies(cfg.amp, cfg.channels_last, cfg.compile, cfg.checkpointing, "cuda" if cuda else "cpu",
                         cfg.batch, cfg.epochs, train_images, cfg.tune_cache, say)
     cores = len(os.sched_getaffinity(0))
-    pol.prepare([e.spec for e in todo])
+    population = population or todo
+    pol.prepare([e.spec for e in population])
     if cfg.executor == "ray":
         return pol, 1, cfg.threads or max(1, int(cfg.cpus_per_trial))
     if cfg.workers == "auto":
-        workers, threads, rec = pol.packing([(e.spec, e.flops) for e in todo], cores)
-        if workers > len(todo) * cfg.seeds:  # fewer trials than workers: give each the cores
-            workers = len(todo) * cfg.seeds
+        workers, threads, rec = pol.packing([(e.spec, e.flops) for e in population], cores)
+        if workers > len(population) * cfg.seeds:  # fewer trials than workers: give each the cores
+            workers = len(population) * cfg.seeds
             threads = max(1, cores // workers)
         record_cfg["workers"], record_cfg["packing"] = workers, rec
     else:
@@ -368,14 +372,16 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
     return pol, workers, cfg.threads or threads
 
 
-def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome, say=print, write_model=None) -> None:
+def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome, say=print, write_model=None,
+              population=None) -> None:
     """Train `todo`; each model's files are written by `write_model` (results.write_model's signature) and its
-    work folder deleted, unless `write_model` is given: then the caller keeps and cleans up the state."""
+    work folder deleted, unless `write_model` is given: then the caller keeps and cleans up the state.
+    `population`: the models the CPU packing is decided for (`make_policies`), default `todo`."""
     run_dir = out / WORK
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.executor == "local" and not cfg.unsafe_no_jail:
         require_bwrap()  # no jail, no sweep: say so before any probing
-    policies, workers, threads = make_policies(cfg, todo, data, cuda, record_cfg, say)
+    policies, workers, threads = make_policies(cfg, todo, data, cuda, record_cfg, say, population)
     # no address-space limit on CUDA: the driver maps far more virtual memory than it uses
     limits = TrialLimits(cpu_s=int(cfg.timeout * max(threads, 1)) + 120, memory_gb=None if cuda else cfg.memory_gb)
     bars = Bars(len(todo), cfg.quiet, cfg.epochs)

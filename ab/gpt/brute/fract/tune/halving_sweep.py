@@ -165,7 +165,7 @@ def evaluate(cfg, population: list, out: Path, data, norm, cuda, record_cfg: dic
         last_todo = sched.todo
         todo = ORDERS[cfg.order]([by_name[n] for n, _ in sched.todo])
         train(replace(cfg, epochs=sched.todo[0][1]), todo, out, data, norm, cuda, record_cfg, db, outcome,
-              write_model=write_model)
+              write_model=write_model, population=population)  # the same packing in every rung
     outcome.records = [recs[n] for n in names if n in touched]  # one final record per model, not one per rung
     outcome.skipped += len(names) - len(touched)
     outcome.trained_epochs += trained[0]
