@@ -21,6 +21,7 @@ from ab.gpt.brute.fract.evaluate import SweepConfig, SweepOutcome, run_sweep
 from ab.gpt.brute.fract.manifest import ManifestError
 from ab.gpt.brute.fract.paths import models_dir, new_lemur_dir
 from ab.gpt.brute.fract.tune import halving_sweep
+from ab.gpt.brute.fract.tune.halving import sweep_rungs
 
 
 def _mode(choice: str) -> bool | str:
@@ -156,9 +157,12 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
     for name, value in (("--eta", eta), ("--rungs", rungs), ("--min-keep", min_keep)):
         if value is not None and schedule != "halving":
             raise click.BadParameter(f"{name} needs --schedule halving", param_hint=name)
-    if rungs and rungs[-1] > epochs:
-        raise click.BadParameter(f"{','.join(map(str, rungs))} goes past --epochs {epochs}: give the budgets below "
-                                 f"the full one, e.g. --rungs 1", param_hint="--rungs")
+    eta, min_keep = eta or 3, min_keep or 1
+    if schedule == "halving":
+        try:
+            halving_rungs = sweep_rungs(epochs, eta, rungs, min_keep)
+        except ValueError as e:  # --rungs past --epochs: the one rule the sweep applies, checked before anything runs
+            raise click.UsageError(str(e)) from None
     if address and executor != "ray":
         raise click.BadParameter("--address needs --executor ray", param_hint="--address")
     for name, value in (("--gpus-per-trial", gpus_per_trial), ("--cpus-per-trial", cpus_per_trial),
@@ -167,7 +171,6 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
             raise click.BadParameter(f"{name} needs --executor ray", param_hint=name)
     if plan:  # what the sweep would cost, calibrated on this device; nothing is trained or written
         from ab.gpt.brute.fract.tune import plan as tplan, plan_halving
-        from ab.gpt.brute.fract.tune.halving import sweep_rungs
 
         p = tplan.plan_sweep(models or models_dir(), out or new_lemur_dir(), pattern, limit, retry_failed, epochs,
                              seeds, batch, train_limit, test_limit, data_dir, device, workers,
@@ -178,8 +181,7 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
             if seen := plan_halving.halving_records(out or new_lemur_dir()):
                 click.echo(f"{len(seen)} model(s) in {out or new_lemur_dir()} have halving records: the estimate "
                            f"below is a fresh halving run of the models above, not the rest of that run", err=True)
-            plan_halving.render(plan_halving.estimate(p, sweep_rungs(epochs, eta or 3, rungs, min_keep or 1)),
-                                echo=click.echo)
+            plan_halving.render(plan_halving.estimate(p, halving_rungs), echo=click.echo)
         return 0
     if executor == "ray":
         try:
@@ -195,8 +197,8 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
                       address=address, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial or 1.0,
                       memory_per_trial_gb=memory_per_trial_gb, order=order, timeout=timeout, memory_gb=memory_gb,
                       threads=threads, save_best=save_best, retry_failed=retry_failed, quiet=quiet,
-                      unsafe_no_jail=unsafe_no_jail, tune_cache=tune_cache, schedule=schedule, eta=eta or 3,
-                      rungs=rungs, min_keep=min_keep or 1)
+                      unsafe_no_jail=unsafe_no_jail, tune_cache=tune_cache, schedule=schedule, eta=eta,
+                      rungs=rungs, min_keep=min_keep)
     if unsafe_no_jail:
         click.echo("WARNING: --unsafe-no-jail: model code runs WITHOUT the jail (debugging only)", err=True)
     if device == "cuda":

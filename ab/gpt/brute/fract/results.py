@@ -52,7 +52,8 @@ def model_status(seeds: list[dict]) -> tuple[str, str]:
 def run_record(name: str, seeds: list[dict], spec: dict | None, config: dict, flops: int | None,
                schedule: dict | None = None) -> dict:
     status, message = model_status(seeds)
-    return {**({"schedule": schedule} if schedule is not None else {}),"name": name, "status": status, "message": message, "spec": spec,
+    return {**({"schedule": schedule} if schedule is not None else {}), "name": name, "status": status,
+            "message": message, "spec": spec,
             "config": {k: config[k] for k in CONFIG_KEYS},
             "seeds": [{"seed": s["seed"], "status": s["status"], "message": s["message"],
                        "params": s.get("params"), "flops": flops,
