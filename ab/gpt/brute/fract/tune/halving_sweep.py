@@ -84,21 +84,20 @@ def _check_same(out: Path, s: dict, rungs: Rungs) -> None:
 def select(cfg, entries: list, out: Path) -> tuple[list, list]:
     """(population, done): the halving population (empty when its schedule is complete) and the rest."""
     rungs = rungs_of(cfg)
-    pop, rest = [], []
+    pop, rest, recs = [], [], {}
     for e in entries:
-        rec = results.load_run(out, e.name)
+        rec = recs[e.name] = results.load_run(out, e.name)
         s = schedule_of(rec)
         if s is not None:
             _check_same(out, s, rungs)
         (pop if s is not None or _fresh(rec, cfg) or rec["status"] == "killed" else rest).append(e)
     if cfg.limit is not None:
         pop, rest = pop[:cfg.limit], rest + pop[cfg.limit:]
-    return ([], rest + pop) if all(_settled(out, e.name, cfg) for e in pop) else (pop, rest)
+    return ([], rest + pop) if all(_settled(out, e.name, recs[e.name], cfg) for e in pop) else (pop, rest)
 
 
-def _settled(out: Path, name: str, cfg) -> bool:
+def _settled(out: Path, name: str, rec: dict | None, cfg) -> bool:
     """Stopped or finished, nothing to retry and no state left: the model needs nothing from this run."""
-    rec = results.load_run(out, name)
     return ((schedule_of(rec) or {}).get("state") in ("stopped", "finished") and not _fresh(rec, cfg)
             and rec["status"] != "killed" and not (out / WORK / name).exists())
 
