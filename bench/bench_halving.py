@@ -18,7 +18,6 @@ Small run to check it works: --models 4 --epochs 2 --eta 2 --train-limit 256 --t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -30,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ab.gpt.brute.fract.manifest import Manifest  # noqa: E402
+from ab.gpt.brute.fract.results import load_runs  # noqa: E402
 from ab.gpt.brute.fract.tune.halving import (Rungs, parse_budgets, ranking, step, sweep_rungs,  # noqa: E402
                                              trial_from_run)
 from ab.gpt.brute.fract.tune.plan import Plan, list_schedule  # noqa: E402
@@ -50,7 +50,7 @@ def run(module: str, args: list[str], cwd: Path) -> float:
 
 
 def records(out: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))}
+    return {r["name"]: r for r in load_runs(out)}
 
 
 def epochs_of(rec: dict) -> int:
