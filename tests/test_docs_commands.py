@@ -10,8 +10,8 @@ The commands are taken from the Markdown code blocks (and from inline code that 
 - for bench scripts: every flag shown is one of the script's `add_argument` names;
 - other tools' commands (ray, sqlite3, pip, apt-get, ...) and other packages' modules are only checked to
   exist where they are ours to check (`python -m` of an importable module).
-Flags quoted in prose (inline code such as `--rungs 1,2 --eta 6`) must be a visible option of one of our
-commands, unless they belong to another tool (FOREIGN_FLAGS).
+Flags quoted in prose (inline code such as `--rungs 1,2 --eta 6`) must be an option of one of our commands
+or bench scripts, unless they belong to another tool (FOREIGN_FLAGS).
 """
 from __future__ import annotations
 
@@ -354,8 +354,8 @@ def problems_of(shown: Shown) -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def flag_universe() -> frozenset[str]:
-    """Visible options of every command the docs reach (each command tree walked whole), and the bench
-    scripts' options."""
+    """Options of every command the docs reach (each command tree walked whole; deprecated aliases count
+    here, not in commands), and the bench scripts' options."""
     roots = {console_script("nn-gpt-fractal")}
     for s in ALL:
         if s.argv[0] == "python" and s.argv[1] == "-m" and s.argv[2].startswith(OURS):
@@ -368,9 +368,7 @@ def flag_universe() -> frozenset[str]:
     flags: set[str] = set()
 
     def walk(cmd: click.Command, ctx: click.Context) -> None:
-        for o, p in _options(cmd, ctx).items():
-            if not p.hidden:
-                flags.add(o)
+        flags.update(_options(cmd, ctx))  # hidden ones too: prose may name a deprecated spelling
         if isinstance(cmd, click.Group):
             for name in cmd.list_commands(ctx):
                 sub = cmd.get_command(ctx, name)
