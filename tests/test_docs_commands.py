@@ -259,6 +259,13 @@ def _takes_value(p: click.Option) -> str:
     return "yes"
 
 
+def _stand_in(cmd: click.Command) -> bool:
+    """The stand-in a lazy group returns for a subcommand whose module cannot be imported: it takes any
+    arguments and only says it is unavailable."""
+    return (not isinstance(cmd, click.Group) and bool(cmd.context_settings.get("ignore_unknown_options"))
+            and [p.name for p in cmd.params] == ["args"])
+
+
 def check_click(root: click.Command, prog: str, args: list[str]) -> tuple[list[str], list[str]]:
     """(problems, subcommand path) of `prog args` against the click command tree."""
     problems, path, cmd = [], [], root
@@ -289,9 +296,9 @@ def check_click(root: click.Command, prog: str, args: list[str]) -> tuple[list[s
         if isinstance(cmd, click.Group) and not positionals:
             names = tok.split("|")  # `space|plan|eval`: each must exist
             subs = [cmd.get_command(ctx, n) for n in names]
-            missing = [n for n, s in zip(names, subs) if s is None]
+            missing = [n for n, s in zip(names, subs) if s is None or _stand_in(s)]
             if missing:
-                problems.append(f"{' '.join([prog, *path])}: no subcommand {', '.join(missing)}")
+                problems.append(f"{' '.join([prog, *path])}: no loadable subcommand {', '.join(missing)}")
                 return problems, path
             if len(names) > 1:
                 return problems, path  # a list of subcommands, not one command line
@@ -467,3 +474,11 @@ def test_hidden_options_do_not_count():
     root = click.Command("t", params=[click.Option(["--results"]), click.Option(["--out"], hidden=True)])
     assert check_click(root, "t", ["--results", "R"])[0] == []
     assert check_click(root, "t", ["--out", "R"])[0] == ["t: --out is hidden (deprecated or internal)"]
+
+
+def test_a_subcommand_that_cannot_load_is_reported():
+    stand_in = click.Command("x", callback=lambda args: None, params=[click.Argument(["args"], nargs=-1)],
+                             context_settings={"ignore_unknown_options": True})
+    root = click.Group("g", commands={"x": stand_in, "y": click.Command("y")})
+    assert check_click(root, "g", ["x", "--anything"])[0] == ["g: no loadable subcommand x"]
+    assert check_click(root, "g", ["y"])[0] == []
