@@ -1,4 +1,4 @@
-"""Every command README.md and docs/*.md show must run against the code as it is.
+"""Every command README.md and docs/*.md show must run against the code as it is, and their links resolve.
 
 The commands are taken from the Markdown code blocks (and from inline code that starts like a command):
 `python -m MODULE ...`, `nn-gpt-fractal ...`, `make TARGET`, `python bench/SCRIPT.py ...`. For each:
@@ -412,6 +412,43 @@ def test_flags_quoted_in_prose_exist():
     assert unknown == []
 
 
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    in_code, out = False, set()
+    for line in path.read_text().splitlines():
+        if FENCE.match(line):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            out.add(slug(line.lstrip("#")))
+    return out
+
+
+def broken_links(doc: Path) -> list[str]:
+    broken = []
+    for target in LINK.findall(doc.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue  # http(s), mailto
+        file, _, anchor = target.partition("#")
+        dest = (doc.parent / file).resolve() if file else doc
+        if not dest.exists():
+            broken.append(f"{_rel(doc)}: {target} (no such file)")
+        elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+            broken.append(f"{_rel(doc)}: {target} (no such heading)")
+    return broken
+
+
+def test_relative_links_resolve():
+    assert [b for doc in DOCS for b in broken_links(doc)] == []
+
+
 # ---- the checker itself catches drift -------------------------------------------------------------------
 
 SAMPLE = """\
@@ -482,3 +519,11 @@ def test_a_subcommand_that_cannot_load_is_reported():
     root = click.Group("g", commands={"x": stand_in, "y": click.Command("y")})
     assert check_click(root, "g", ["x", "--anything"])[0] == ["g: no loadable subcommand x"]
     assert check_click(root, "g", ["y"])[0] == []
+
+
+def test_broken_links_are_reported(tmp_path):
+    (tmp_path / "other.md").write_text("# Some `code` heading, with punctuation\n")
+    doc = tmp_path / "README.md"
+    doc.write_text("[a](other.md#some-code-heading-with-punctuation) [b](other.md#nope) [c](missing.md) "
+                   "[d](https://example.org/x) [e](#here)\n\n## Here\n")
+    assert broken_links(doc) == ["README.md: other.md#nope (no such heading)", "README.md: missing.md (no such file)"]
