@@ -52,6 +52,27 @@ def plan_cmd(study, calibrate):
     return 0
 
 
+@main.command("verify")
+@STUDY
+@click.option("--rows", type=click.IntRange(min=1), default=3, show_default=True,
+              help="rows of results.csv to retrain from scratch")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="which rows (seeded pick)")
+@click.option("--tolerance-pp", type=click.FloatRange(min=0), default=3.0, show_default=True,
+              help="largest accepted accuracy difference, in percentage points")
+def verify_cmd(study, rows, seed, tolerance_pp):
+    """Retrain ROWS rows of STUDY's results.csv with the recorded protocol and seed; exit 1 if any differs by
+    more than the tolerance."""
+    say = lambda m: click.echo(f"{time.strftime('%H:%M:%S')} {m}", err=True)  # noqa: E731
+    items = runner.verify(load(study), rows, say=say, seed=seed)
+    bad = [i for i in items if i["diff_pp"] is None or abs(i["diff_pp"]) > tolerance_pp]
+    for i in items:
+        click.echo(f"{i['model']},seed {i['seed']},{i['epochs']} epochs,{i['eval']}: recorded {i['recorded']:.4f} "
+                   f"retrained {i['retrained']:.4f} ({i['diff_pp']:+.2f} pp)" if i["retrained"] is not None else
+                   f"{i['model']}: retraining failed")
+    click.echo(f"{len(items) - len(bad)} of {len(items)} rows within {tolerance_pp} pp")
+    return 1 if bad else 0
+
+
 def cli(args: list[str] | None = None) -> None:
     cli_util.run(main, args, errors=(StudyError, DataError, OutputError, ManifestError, SpaceError))
 

@@ -188,6 +188,16 @@ def paired_summary(d: np.ndarray) -> dict:
     return {"n": s.n, "mean": s.mean, "lo": s.lo, "hi": s.hi, "p": p}
 
 
+def boot_spearman(x: np.ndarray, y: np.ndarray, rng) -> np.ndarray:
+    """Spearman's rho of BOOT resamples of the (x, y) pairs (resamples without spread dropped)."""
+    idx = rng.integers(0, len(x), (BOOT, len(x)))
+    rx, ry = st.rankdata(x[idx], axis=1), st.rankdata(y[idx], axis=1)
+    rx, ry = rx - rx.mean(axis=1, keepdims=True), ry - ry.mean(axis=1, keepdims=True)
+    den = np.sqrt((rx ** 2).sum(axis=1) * (ry ** 2).sum(axis=1))
+    ok = den > 0
+    return (rx * ry).sum(axis=1)[ok] / den[ok]
+
+
 def rung_rank(df: pd.DataFrame, study: StudySpec, rng) -> dict:
     """Spearman of first-rung vs final accuracy among models with both (stage 1 finishers and the stage-2
     models' seed 0), with a bootstrap CI; top-10 overlap among the stage-1 finishers."""
@@ -202,9 +212,7 @@ def rung_rank(df: pd.DataFrame, study: StudySpec, rng) -> dict:
         if len(both) >= 4:
             x, y = both["first"].to_numpy(), both["final"].to_numpy()
             rho, p = st.spearmanr(x, y)
-            idx = rng.integers(0, len(x), (BOOT, len(x)))
-            boots = [st.spearmanr(x[i], y[i])[0] for i in idx]
-            boots = np.asarray([v for v in boots if np.isfinite(v)])
+            boots = boot_spearman(x, y, rng)
             res.update(rho=float(rho), p=float(p), lo=float(np.percentile(boots, 2.5)),
                        hi=float(np.percentile(boots, 97.5)))
             k = min(10, len(both))
@@ -338,7 +346,7 @@ def markdown(study: StudySpec, findings: list[str], undecided: list[str], cells:
     lines += [f"- {x}" for x in undecided] or ["- (nothing flagged)"]
     if len(cells):
         ns, cs = sorted(cells["N"].unique()), sorted(cells["C"].unique())
-        lines += ["", f"## Accuracy by depth N and columns C (after the first rung; mean [95% CI], models)", "",
+        lines += ["", "## Accuracy by depth N and columns C (after the first rung; mean [95% CI], models)", "",
                   "| N \\ C | " + " | ".join(map(str, cs)) + " |", "|---|" + "---|" * len(cs)]
         for n in ns:
             cell = []
@@ -347,7 +355,7 @@ def markdown(study: StudySpec, findings: list[str], undecided: list[str], cells:
                 cell.append("-" if not len(r) else f"{pct(r['mean'].iloc[0])} [{pct(r.lo.iloc[0])}, {pct(r.hi.iloc[0])}], {r.n.iloc[0]}")
             lines.append(f"| {n} | " + " | ".join(cell) + " |")
     if len(board):
-        lines += ["", f"## Leaderboard at the final budget (mean over seeds)", "", "| # | model | kind | seeds | mean [95% CI] | per seed |",
+        lines += ["", "## Leaderboard at the final budget (mean over seeds)", "", "| # | model | kind | seeds | mean [95% CI] | per seed |",
                   "|---|---|---|---|---|---|"]
         for i, (_, r) in enumerate(board.head(10).iterrows(), 1):
             lines.append(f"| {i} | {r.model} | {r.kind} | {r.seeds} | {pct(r['mean'])} [{pct(r.lo)}, {pct(r.hi)}] | {r.per_seed} |")

@@ -6,10 +6,16 @@ does nothing new on a finished one (it rebuilds results.csv, the report and the 
 """
 from __future__ import annotations
 
+import csv
+import random
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
+from ..evaluate import run_sweep
 from ..manifest import Manifest, ManifestError
 from ..report.build import build_report
 from ..tune import plan as tplan, plan_halving
@@ -17,7 +23,7 @@ from ..tune.halving import sweep_rungs
 from . import analysis, export
 from .sample import level_counts
 from .spec import StudyError, StudySpec
-from .stages import Layout, run_breadth, run_generate, run_seeds, run_select, stage2_names
+from .stages import Layout, run_breadth, run_generate, run_seeds, run_select, stage2_names, sweep_config
 
 Say = Callable[[str], None]
 MANIFEST_COPY = "manifest.jsonl"  # checked in next to study.toml
@@ -113,3 +119,39 @@ def plan(study: StudySpec, say: Say = print, calibrate: bool = False, progress=N
         if seeds.rates else f"  {tplan._si(seeds.total_flops, 'FLOP')} (no calibration: FLOPs only; --calibrate "
                             f"measures this machine)")
 
+
+
+def verify(study: StudySpec, rows: int, say: Say = print, seed: int = 0) -> list[dict]:
+    """Retrain `rows` rows of results.csv (trained rows at the final budget, picked with `seed`) from scratch in
+    a fresh folder with the recorded protocol and seed, and compare their accuracy with the recorded one."""
+    lay = Layout(study.work)
+    with open(study.folder / "results.csv", newline="") as f:
+        table = [r for r in csv.DictReader(f) if r["status"] == "trained" and r["accuracy"]
+                 and int(r["epochs"]) == study.protocol.epochs]
+    if not table:
+        raise StudyError(f"{study.folder / 'results.csv'} has no trained rows at the final budget: run the study first")
+    picked = random.Random(seed).sample(table, min(rows, len(table)))
+    sources = {"breadth": lay.models, "seeds": lay.stage2_models}
+    out = []
+    with tempfile.TemporaryDirectory(prefix="study-verify-") as tmp:
+        for i, row in enumerate(picked):
+            folder = Path(tmp) / f"row{i}"
+            src = lay.deepest_models if row["eval"] == "deepest" else sources[row["stage"]]
+            man = Manifest.load(src)
+            rec = next(r for r in man.valid() if r["name"] == row["model"])
+            models = folder / "models"
+            models.mkdir(parents=True)
+            shutil.copyfile(src / rec["file"], models / rec["file"])
+            Manifest.load(models).add({k: v for k, v in rec.items() if k != "created"})
+            cfg = sweep_config(study, models, folder / "results", None, True, seed=int(row["seed"]),
+                               epochs=int(row["epochs"]),
+                               eval_column="deepest" if row["eval"] == "deepest" else None)
+            res = run_sweep(cfg, say=say)
+            got = res.records[0]["seeds"][0]["epochs"][-1]["accuracy"]
+            item = {"model": row["model"], "stage": row["stage"], "eval": row["eval"], "seed": int(row["seed"]),
+                    "epochs": int(row["epochs"]), "recorded": float(row["accuracy"]), "retrained": got,
+                    "diff_pp": round(100 * (got - float(row["accuracy"])), 3) if got is not None else None}
+            say(f"{item['model']} seed {item['seed']} ({item['stage']}, {item['eval']} columns): recorded "
+                f"{item['recorded']:.4f}, retrained {got if got is None else f'{got:.4f}'} ({item['diff_pp']} pp)")
+            out.append(item)
+    return out
