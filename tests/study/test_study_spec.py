@@ -8,6 +8,7 @@ import pytest
 
 from ab.gpt.brute.fract.space.spec import ArchSpec
 from ab.gpt.brute.fract.study import sample
+from ab.gpt.brute.fract.study.__main__ import cli
 from ab.gpt.brute.fract.study.spec import StudyError, load
 from tests.conftest import run_module
 
@@ -64,21 +65,24 @@ def test_valid_file_parses_to_the_declared_study(tmp_path):
     (("[study]", "[studdy]"), "unknown section [studdy]"),
     (("epochs = 2", "epochs = 2\n[questions]\nask = [\"why\"]"), "[questions] ask = ['why']"),
     (("size = 8", "size = 8 8"), "is not valid TOML"),
+    (("epochs = 2", "epochs = 2\npolicies = \"fast\""), "[protocol] policies = 'fast': choose from off, auto"),
 ])
-def test_mistakes_are_one_line_naming_the_key(tmp_path, change, expected):
+def test_mistakes_are_one_line_naming_the_key(tmp_path, change, expected, capsys):
     bad = write(tmp_path, GOOD.replace(*change))
     with pytest.raises(StudyError) as e:
         load(bad)
     assert expected in str(e.value) and "\n" not in str(e.value)
-    res = run_module("ab.gpt.brute.fract.study", "plan", str(bad))
-    assert res.returncode == 2
-    assert res.stderr.strip().count("\n") == 0 and expected in res.stderr and res.stdout == ""
+    with pytest.raises(SystemExit) as code:
+        cli(["plan", str(bad)])
+    assert code.value.code == 2
+    out = capsys.readouterr()
+    assert out.err.strip().count("\n") == 0 and expected in out.err and out.out == ""
     assert not (tmp_path / "work").exists()  # nothing was generated
 
 
-def test_unknown_layer_option_is_a_one_line_error(tmp_path):
+def test_unknown_layer_option_is_a_one_line_error_from_the_command(tmp_path):
     p = write(tmp_path, GOOD.replace('act = ["relu"]', 'act = ["relu", "swishy"]'))
-    res = run_module("ab.gpt.brute.fract.study", "plan", str(p))
+    res = run_module("ab.gpt.brute.fract.study", "run", str(p))
     assert res.returncode == 2 and "unknown act option 'swishy'" in res.stderr
     assert res.stderr.strip().count("\n") == 0
 

@@ -21,7 +21,7 @@ from ..report.build import build_report
 from ..tune import plan as tplan, plan_halving
 from ..tune.halving import sweep_rungs
 from . import analysis, export
-from .sample import level_counts
+from .sample import level_counts, space_of
 from .spec import StudyError, StudySpec
 from .stages import Layout, run_breadth, run_generate, run_seeds, run_select, stage2_names, sweep_config
 
@@ -54,6 +54,7 @@ def check_regenerated(study: StudySpec, lay: Layout) -> None:
 
 def run(study: StudySpec, say: Say = print, quiet: bool = True, progress=None) -> RunOutcome:
     started = time.perf_counter()
+    space_of(study)  # a bad space is one line before anything starts
     lay = Layout(study.work)
     p = study.protocol
     say(f"study {study.name}: generate")

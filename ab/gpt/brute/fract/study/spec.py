@@ -7,7 +7,8 @@
     [baselines]  cells_per_pair: fractal models per (N, C >= 2) cell that get plain twins, one matched in depth
                  (the deepest column alone, N * 2^(C-1) ops) and one in parameters (N * (2^C - 1) ops)
     [protocol]   data, epochs (the final budget), batch, lr, momentum, transform, train_limit, test_limit,
-                 workers, threads, timeout; [protocol.halving] rungs (budgets below epochs), eta, min_keep;
+                 workers, threads, timeout, policies (off: fp32 and no tuning, reproducible; auto: NNEval's),
+                 device, executor (local or ray), address, gpus_per_trial, cpus_per_trial; [protocol.halving] rungs (budgets below epochs), eta, min_keep;
                  [protocol.seeds] count (seeds at the final budget), top (best models that get them)
     [questions]  ask: which of QUESTIONS the analysis answers
 
@@ -31,7 +32,8 @@ SECTIONS = {
     "space": {"generator", "seed", "size", "min_level_count", *DIMENSIONS},
     "baselines": {"cells_per_pair"},
     "protocol": {"data", "epochs", "batch", "lr", "momentum", "transform", "train_limit", "test_limit", "workers",
-                 "threads", "timeout", "halving", "seeds"},
+                 "threads", "timeout", "halving", "seeds", "policies", "device", "executor", "address",
+                 "gpus_per_trial", "cpus_per_trial"},
     "protocol.halving": {"rungs", "eta", "min_keep"},
     "protocol.seeds": {"count", "top"},
     "questions": {"ask"},
@@ -59,12 +61,18 @@ class Protocol:
     transform: str = "norm_flip"
     train_limit: int | None = None
     test_limit: int | None = None
-    workers: int = 2
-    threads: int = 1
+    workers: int | str = 2  # or "auto": the CPU packing NNEval's probe measured fastest
+    threads: int | None = None  # torch threads per trial (None: cores / workers)
     timeout: float = 900.0
     halving: Halving = field(default_factory=Halving)
     seeds: int = 3
     top: int = 10
+    policies: str = "off"  # off: fp32, no checkpointing/channels_last/compile (reproducible); auto: NNEval's tuning
+    device: str = "auto"
+    executor: str = "local"  # or "ray" (address: a cluster; none: a local Ray)
+    address: str | None = None
+    gpus_per_trial: float | None = None
+    cpus_per_trial: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,13 @@ def _float(d: dict, section: str, key: str, default, lo: float, hi: float) -> fl
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
         raise StudyError(f"{_where(section, key)} = {v!r}: give a number in [{lo}, {hi}]")
     return float(v)
+
+
+def _choice(d: dict, section: str, key: str, default: str, allowed: tuple[str, ...]) -> str:
+    v = d.get(key, default)
+    if v not in allowed:
+        raise StudyError(f"{_where(section, key)} = {v!r}: choose from {', '.join(allowed)}")
+    return v
 
 
 def _unknown(d: dict, section: str) -> None:
@@ -193,11 +208,18 @@ def parse(raw: dict, path: Path) -> StudySpec:
             lr=_float(prot, "protocol", "lr", 0.01, 0.0, 10.0), momentum=_float(prot, "protocol", "momentum", 0.9, 0.0, 1.0),
             transform=str(prot.get("transform", "norm_flip")),
             train_limit=_int(prot, "protocol", "train_limit", None), test_limit=_int(prot, "protocol", "test_limit", None),
-            workers=_int(prot, "protocol", "workers", 2), threads=_int(prot, "protocol", "threads", 1),
+            workers="auto" if prot.get("workers") == "auto" else _int(prot, "protocol", "workers", 2), threads=_int(prot, "protocol", "threads", None),
             timeout=_float(prot, "protocol", "timeout", 900.0, 1.0, 1e6),
             halving=Halving(tuple(rungs), _int(halving, "protocol.halving", "eta", 3, lo=2),
                             _int(halving, "protocol.halving", "min_keep", 1)),
-            seeds=_int(seeds, "protocol.seeds", "count", 3), top=_int(seeds, "protocol.seeds", "top", 10, lo=0)),
+            seeds=_int(seeds, "protocol.seeds", "count", 3), top=_int(seeds, "protocol.seeds", "top", 10, lo=0),
+            policies=_choice(prot, "protocol", "policies", "off", ("off", "auto")),
+            device=_choice(prot, "protocol", "device", "auto", ("auto", "cpu", "cuda")),
+            executor=_choice(prot, "protocol", "executor", "local", ("local", "ray")),
+            address=prot.get("address"),
+            gpus_per_trial=None if prot.get("gpus_per_trial") is None else
+            _float(prot, "protocol", "gpus_per_trial", 0.0, 0.0, 64.0),
+            cpus_per_trial=_float(prot, "protocol", "cpus_per_trial", 1.0, 0.01, 1024.0)),
         questions=tuple(questions))
 
 

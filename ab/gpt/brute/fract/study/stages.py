@@ -104,13 +104,17 @@ def run_generate(study: StudySpec, lay: Layout, say: Say, workers: int, progress
 
 
 def sweep_config(study: StudySpec, models: Path, out: Path, db: Path | None, quiet: bool, **changes) -> SweepConfig:
-    """NNEval's config for one stage: the study's protocol; tuning switches off so numbers are reproducible."""
+    """NNEval's config for one stage: the study's protocol (policies off: fp32, no tuning, reproducible)."""
     p = study.protocol
+    tuned = p.policies == "auto"
     cfg = dict(models=models, out=out, epochs=p.epochs, batch=p.batch, lr=p.lr, momentum=p.momentum,
-               transform=p.transform, seeds=1, seed=0, amp=False, checkpointing=False, channels_last=False,
-               compile="off", data_dir=str(study.data_dir()), train_limit=p.train_limit, test_limit=p.test_limit,
-               db=db, register=db is not None, workers=p.workers, threads=p.threads, timeout=p.timeout,
-               quiet=quiet, order="longest")
+               transform=p.transform, seeds=1, seed=0, amp="auto" if tuned else False,
+               checkpointing="auto" if tuned else False, channels_last="auto" if tuned else False,
+               compile="auto" if tuned else "off", device=p.device, data_dir=str(study.data_dir()),
+               train_limit=p.train_limit, test_limit=p.test_limit, db=db, register=db is not None,
+               workers=p.workers, threads=p.threads, timeout=p.timeout, quiet=quiet, order="longest",
+               executor=p.executor, address=p.address, gpus_per_trial=p.gpus_per_trial,
+               cpus_per_trial=p.cpus_per_trial)
     cfg.update(changes)
     return SweepConfig(**cfg)
 
