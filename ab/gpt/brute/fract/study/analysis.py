@@ -74,21 +74,37 @@ def first_rung(df: pd.DataFrame, study: StudySpec) -> pd.DataFrame:
     return pd.concat([at, rest], ignore_index=True)
 
 
-def _level_order(values) -> list:
-    return sorted(values, key=lambda v: (str(v).startswith("n/a"), not str(v).replace(".", "").isdigit(), str(v)))
+FIXED_ORDER = {"order": ["conv-first", "norm/act-first"], "drop_path": ["none", "local", "global", "local+global"]}
 
 
-def dimension_effects(r1: pd.DataFrame, outcome: str, rng) -> pd.DataFrame:
+def level_order(study: StudySpec, dim: str, values) -> list:
+    """Levels in the study's declared order; the first is the reference the others are compared with."""
+    declared = [str(v) if not isinstance(v, float) else f"{v:g}" for v in study.dimensions.get(dim, ())]
+    declared = FIXED_ORDER.get(dim, declared)
+    values = [str(v) for v in values]
+
+    def key(v: str):
+        if v in declared:
+            return (0, declared.index(v), v)
+        try:
+            return (1, float(v), v)
+        except ValueError:
+            return (2, 0.0, v)
+    return sorted(values, key=key)
+
+
+def dimension_effects(r1: pd.DataFrame, outcome: str, rng, study: StudySpec) -> pd.DataFrame:
     """Each level vs the dimension's reference (first) level on `outcome` ('accuracy' or 'failed')."""
     rows = []
     for dim in LEVEL_DIMS:
-        levels = [v for v in _level_order(r1[dim].dropna().unique()) if not str(v).startswith("n/a")]
+        col = r1[dim].astype(str)
+        levels = [v for v in level_order(study, dim, col.dropna().unique()) if not v.startswith("n/a")]
         if len(levels) < 2:
             continue
         ref = levels[0]
-        a_ref = r1.loc[r1[dim] == ref, outcome].astype(float).dropna().to_numpy()
+        a_ref = r1.loc[col == ref, outcome].astype(float).dropna().to_numpy()
         for lv in levels:
-            a = r1.loc[r1[dim] == lv, outcome].astype(float).dropna().to_numpy()
+            a = r1.loc[col == lv, outcome].astype(float).dropna().to_numpy()
             s = rs.summarize(a)
             row = {"dimension": dim, "level": str(lv), "reference": str(ref), "n": len(a), "mean": s.mean,
                    "lo": s.lo, "hi": s.hi, "diff": math.nan, "diff_lo": math.nan, "diff_hi": math.nan,
@@ -123,7 +139,7 @@ def nc_table(r1: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     cell_mean = ok.groupby(["depth", "columns"])["accuracy"].transform("mean").to_numpy(float)
     rss_full = float(np.sum((y - cell_mean) ** 2))
     df_full = len(y) - len(cells)
-    df_int = (len(ns) - 1) * (len(cs) - 1)
+    df_int = len(cells) - int(np.linalg.matrix_rank(x_add))  # cells the additive model cannot fit exactly
     test = {"F": math.nan, "p": math.nan, "df": [df_int, df_full], "partial_eta2": math.nan}
     if df_int > 0 and df_full > 0 and rss_full > 0:
         f = ((rss_add - rss_full) / df_int) / (rss_full / df_full)
@@ -248,8 +264,10 @@ def sentences(study: StudySpec, r1: pd.DataFrame, eff: pd.DataFrame, fail: pd.Da
     if "failures" in study.questions and len(fail):
         rate = float(r1["failed"].mean())
         sig = fail[fail["p_holm"] < alpha]
-        line = (f"failures: {pct(rate)} of the {len(r1)} sampled models failed (not trained, or at most "
-                f"{pct(CHANCE)} accuracy after {r1b} epoch(s))")
+        hard = int((r1["status"] != "trained").sum())
+        line = (f"training failure: {hard} of the {len(r1)} sampled models failed outright (diverged, out of memory, "
+                f"timed out or error); {pct(rate)} failed or were still at chance (at most {pct(CHANCE)}) after "
+                f"{r1b} epoch(s)")
         if len(sig):
             line += "; " + "; ".join(f"{r.dimension}={r.level}: {pct(r['mean'])} vs {pct(fail[(fail.dimension == r.dimension) & (fail.level == r.reference)]['mean'].iloc[0])} "
                                      f"({pp(r['diff'])} [{pp(r.diff_lo)}, {pp(r.diff_hi)}], Holm p={pval(r.p_holm)})"
@@ -261,8 +279,8 @@ def sentences(study: StudySpec, r1: pd.DataFrame, eff: pd.DataFrame, fail: pd.Da
         best = cells.loc[cells["mean"].idxmax()]
         worst = cells.loc[cells["mean"].idxmin()]
         sig = inter["p"] < alpha if np.isfinite(inter["p"]) else False
-        f.append(f"N x C: best cell N={best.N}, C={best.C} ({pct(best['mean'])} [{pct(best.lo)}, {pct(best.hi)}]), "
-                 f"worst N={worst.N}, C={worst.C} ({pct(worst['mean'])}); the N x C interaction is "
+        f.append(f"N x C: best cell N={int(best.N)}, C={int(best.C)} ({pct(best['mean'])} [{pct(best.lo)}, {pct(best.hi)}]), "
+                 f"worst N={int(worst.N)}, C={int(worst.C)} ({pct(worst['mean'])}); the N x C interaction is "
                  f"{'significant' if sig else 'not significant'} (F({inter['df'][0]}, {inter['df'][1]}) = "
                  f"{inter['F']:.2f}, p={pval(inter['p'])}, partial eta^2 = {inter['partial_eta2']:.3f}).")
     if "fractal_vs_plain" in study.questions and len(fvp):
@@ -306,8 +324,8 @@ def write(study: StudySpec, results_csv: Path, folder: Path, say: Say) -> list[s
     sel_path = study.work / "selection.json"
     sel = json.loads(sel_path.read_text()) if sel_path.exists() else {"top": [], "pairs": []}
     r1 = first_rung(df, study)
-    eff = dimension_effects(r1, "accuracy", rng)
-    fail = dimension_effects(r1, "failed", rng)
+    eff = dimension_effects(r1, "accuracy", rng, study)
+    fail = dimension_effects(r1, "failed", rng, study)
     cells, inter = nc_table(r1)
     fvp = fractal_vs_plain(df, sel["pairs"], study.protocol.epochs)
     deep = deepest_column(df, study.protocol.epochs)

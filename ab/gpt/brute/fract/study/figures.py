@@ -120,7 +120,7 @@ def draw(out: Path, eff, fail, cells, rr, fvp, deep, study) -> list[Path]:
             ("pairs", lambda: pairs(fvp, deep))):
         if stem in ("dimension_effects", "failure_effects") and not len(eff):
             continue
-        if stem == "depth_columns" and not len(cells):
+        if (stem == "depth_columns" and not len(cells)) or (stem == "pairs" and not len(fvp) and not len(deep)):
             continue
         fig = build()
         saved = save(fig, out, stem)
