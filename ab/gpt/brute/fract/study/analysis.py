@@ -239,6 +239,16 @@ def rung_rank(df: pd.DataFrame, study: StudySpec, rng) -> dict:
     return out
 
 
+def repeats(df: pd.DataFrame, epochs: int) -> pd.DataFrame:
+    """Models trained twice with the same seed and budget: in halving's rungs (resumed between them) and from
+    scratch in the seeds stage. The same numbers are expected (fixed threads, seeded data order and dropout)."""
+    a = df[(df["stage"] == "breadth") & (df["epochs"] == epochs)].set_index(["model", "seed"])["accuracy"]
+    b = final(df, epochs).set_index(["model", "seed"])["accuracy"]
+    both = pd.concat({"halving": a, "seeds": b}, axis=1).dropna().reset_index()
+    both["diff"] = both["seeds"] - both["halving"]
+    return both
+
+
 def sentences(study: StudySpec, r1: pd.DataFrame, eff: pd.DataFrame, fail: pd.DataFrame, cells: pd.DataFrame,
               inter: dict, fvp: pd.DataFrame, deep: pd.DataFrame, rr: dict) -> tuple[list[str], list[str]]:
     """(findings, what the data cannot decide), one plain sentence each."""
@@ -315,6 +325,15 @@ def sentences(study: StudySpec, r1: pd.DataFrame, eff: pd.DataFrame, fail: pd.Da
     return f, undecided
 
 
+def repeat_sentence(rep: pd.DataFrame, epochs: int) -> str | None:
+    if not len(rep):
+        return None
+    same = int((rep["diff"].abs() < 1e-9).sum())
+    return (f"reproducibility: {same} of {len(rep)} models trained twice with seed 0 to {epochs} epochs (in halving's "
+            f"rungs, resumed in between, and again from scratch) got the same accuracy; largest difference "
+            f"{100 * float(rep['diff'].abs().max()):.2f} pp.")
+
+
 def write(study: StudySpec, results_csv: Path, folder: Path, say: Say) -> list[str]:
     """Compute every answer, write findings.md / findings.json and the tables and figures under analysis/."""
     rng = np.random.default_rng(0)
@@ -332,9 +351,13 @@ def write(study: StudySpec, results_csv: Path, folder: Path, say: Say) -> list[s
     rr = rung_rank(df, study, rng)
     board = leaderboard(df, study.protocol.epochs)
     for name, frame in (("dimension_effects", eff), ("failure_effects", fail), ("depth_columns", cells),
-                        ("fractal_vs_plain", fvp), ("deepest_column", deep), ("leaderboard", board)):
+                        ("fractal_vs_plain", fvp), ("deepest_column", deep), ("leaderboard", board),
+                        ("repeats", repeats(df, study.protocol.epochs))):
         frame.to_csv(out / f"{name}.csv", index=False, float_format="%.6g")
     findings, undecided = sentences(study, r1, eff, fail, cells, inter, fvp, deep, rr)
+    rep = repeats(df, study.protocol.epochs)
+    if (line := repeat_sentence(rep, study.protocol.epochs)) is not None:
+        findings.append(line)
     figs = figures.draw(out, eff, fail, cells, rr, fvp, deep, study)
     summary = {"findings": findings, "undecided": undecided, "interaction": inter,
                "rung_rank": {k: {kk: vv for kk, vv in v.items() if kk != "points"} for k, v in rr.items()},

@@ -7,6 +7,8 @@ does nothing new on a finished one (it rebuilds results.csv, the report and the 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import random
 import shutil
 import tempfile
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..atomic import write_json
 from ..evaluate import run_sweep
 from ..manifest import Manifest, ManifestError
 from ..report.build import build_report
@@ -27,6 +30,9 @@ from .stages import Layout, run_breadth, run_generate, run_seeds, run_select, st
 
 Say = Callable[[str], None]
 MANIFEST_COPY = "manifest.jsonl"  # checked in next to study.toml
+DONE = "finished.json"  # under work/: the digest of the inputs the outputs were last built from
+OUTPUTS = ("results.csv", MANIFEST_COPY, "analysis/findings.md", "report/breadth/report.html",
+           "report/seeds/report.html")
 
 
 @dataclass
@@ -68,8 +74,27 @@ def run(study: StudySpec, say: Say = print, quiet: bool = True, progress=None) -
     s2, deep = run_seeds(study, lay, sel, say, quiet)
     trained = b.trained_epochs + sum(len(e["epochs"]) - int(e.get("resumed_epochs") or 0)
                                      for o in (s2, deep) for r in o.records for e in r["seeds"])
-    findings = finish(study, lay, say)
+    digest = inputs_digest(study, lay)
+    done = lay.work / DONE
+    previous = json.loads(done.read_text()) if done.exists() else {}
+    if previous.get("digest") == digest and all((study.folder / p).exists() for p in OUTPUTS):
+        say("nothing changed since the last run: results.csv, the reports and the findings are up to date")
+        findings = previous["findings"]
+    else:
+        findings = finish(study, lay, say)
+        write_json(done, {"digest": digest, "findings": findings})
     return RunOutcome(trained, round(time.perf_counter() - started, 1), findings)
+
+
+def inputs_digest(study: StudySpec, lay: Layout) -> str:
+    """What the study's outputs are computed from: the study file, the selection and every run record."""
+    h = hashlib.sha256(study.path.read_bytes())
+    for folder in (lay.stage1, lay.stage2, lay.deepest):
+        for p in sorted((folder / "runs").glob("*.json")):
+            h.update(p.name.encode() + p.read_bytes())
+    if lay.selection.exists():
+        h.update(lay.selection.read_bytes())
+    return h.hexdigest()
 
 
 def finish(study: StudySpec, lay: Layout, say: Say) -> list[str]:
