@@ -4,8 +4,8 @@ from __future__ import annotations
 import csv
 
 from ab.gpt.NNEval import SHOWN, TABLE, print_summary
-from ab.gpt.brute.fract.evaluate import SweepOutcome
-from ab.gpt.brute.fract.results import CONFIG_KEYS, run_record
+from ab.gpt.brute.fract.sweep.evaluate import SweepOutcome
+from ab.gpt.brute.fract.sweep.results import CONFIG_KEYS, run_record
 
 CONFIG = {k: None for k in CONFIG_KEYS}
 

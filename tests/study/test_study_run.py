@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ab.gpt.brute.fract import results
-from ab.gpt.brute.fract.manifest import Manifest
+from ab.gpt.brute.fract.sweep import results
+from ab.gpt.brute.fract.generation.manifest import Manifest
 from tests.conftest import REPO
 
 TOY = """

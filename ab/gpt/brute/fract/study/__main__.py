@@ -10,10 +10,10 @@ from pathlib import Path
 
 import click
 
-from .. import cli_util
-from ..data import DataError
-from ..generate import OutputError
-from ..manifest import ManifestError
+from ..util import cli as cli_util
+from ..trial.data import DataError
+from ..generation.generate import OutputError
+from ..generation.manifest import ManifestError
 from ..space.space import SpaceError
 from . import runner
 from .spec import StudyError, load

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from ..atomic import write_text
+from ..util.atomic import write_text
 from ..report import stats as rs
 from . import figures
 from .sample import LEVEL_DIMS

@@ -7,10 +7,10 @@ import io
 import json
 from pathlib import Path
 
-from .. import results
-from ..atomic import write_text
-from ..generate import file_intact
-from ..manifest import Manifest
+from ..sweep import results
+from ..util.atomic import write_text
+from ..generation.generate import file_intact
+from ..generation.manifest import Manifest
 from .sample import LEVEL_DIMS, levels
 
 COLUMNS = ("model", "kind", "stage", "eval", "seed", "epochs", "accuracy", "status", "params", "flops",

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..atomic import write_json
-from ..evaluate import run_sweep
-from ..manifest import Manifest, ManifestError
+from ..util.atomic import write_json
+from ..sweep.evaluate import run_sweep
+from ..generation.manifest import Manifest, ManifestError
 from ..report.build import build_report
-from ..tune import plan as tplan, plan_halving
-from ..tune.halving import sweep_rungs
+from ..sweep import plan as tplan, plan_halving
+from ..sweep.halving import sweep_rungs
 from . import analysis, export
 from .sample import level_counts, space_of
 from .spec import StudyError, StudySpec

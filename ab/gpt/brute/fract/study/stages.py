@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..atomic import write_json
-from ..evaluate import SweepConfig, SweepOutcome, run_sweep
-from ..generate import Outcome, file_intact, generate
-from ..manifest import Manifest
-from .. import results
+from ..util.atomic import write_json
+from ..sweep.evaluate import SweepConfig, SweepOutcome, run_sweep
+from ..generation.generate import Outcome, file_intact, generate
+from ..generation.manifest import Manifest
+from ..sweep import results
 from ..space.generators import Request
 from ..space.registry import default_registry
 from ..space.spec import ArchSpec
-from ..tune.halving import ranking, sweep_rungs, trial_from_run
+from ..sweep.halving import ranking, sweep_rungs, trial_from_run
 from .sample import Pair, check_coverage, pairs, space_of
 from .spec import StudyError, StudySpec
 
