@@ -42,6 +42,11 @@ class RunOutcome:
     findings: list[str]
 
 
+def validation_workers(p) -> int:
+    """Jailed validation processes for generation: the protocol's workers, or 2 when those are 'auto'."""
+    return p.workers if isinstance(p.workers, int) else 2
+
+
 def check_regenerated(study: StudySpec, lay: Layout) -> None:
     """A checked-in manifest pins every model file: the regenerated files must hash the same."""
     pinned = study.folder / MANIFEST_COPY
@@ -64,7 +69,7 @@ def run(study: StudySpec, say: Say = print, quiet: bool = True, progress=None) -
     lay = Layout(study.work)
     p = study.protocol
     say(f"study {study.name}: generate")
-    sample, chosen = run_generate(study, lay, say, p.workers, progress)
+    sample, chosen = run_generate(study, lay, say, validation_workers(p), progress)
     check_regenerated(study, lay)
     say(f"study {study.name}: breadth (halving over {len(sample)} models)")
     b = run_breadth(study, lay, say, quiet)
@@ -117,7 +122,7 @@ def plan(study: StudySpec, say: Say = print, calibrate: bool = False, progress=N
     """Generate the sample (resumable: the real run reuses it), show its coverage and estimate both stages."""
     lay = Layout(study.work)
     p = study.protocol
-    sample, chosen = run_generate(study, lay, say, p.workers, progress)
+    sample, chosen = run_generate(study, lay, say, validation_workers(p), progress)
     counts = level_counts([s for _, s in sample])
     say(f"{len(sample)} fractal models; levels (models per level):")
     for dim, c in counts.items():
@@ -136,9 +141,10 @@ def plan(study: StudySpec, say: Say = print, calibrate: bool = False, progress=N
     entries = tplan.entries_from_manifest(lay.models, [n for n in names if n in dict(sample)])
     entries += tplan.entries_from_manifest(lay.baselines, [n for n in names if n not in dict(sample)])
     top_like = sorted(tplan.entries_from_manifest(lay.models), key=lambda e: -(e.flops or 0))[:p.top]
+    deepest = tplan.entries_from_manifest(lay.models, [pr.fractal.name for pr in chosen])  # scored again
     rate = (lambda e: one.rates.get(e.group)) if one.rates else None
-    seeds = tplan.make_plan(entries + top_like + entries[:len(chosen)], p.epochs, p.seeds, one.train_images,
-                            one.test_images, rate, p.workers, one.overhead_s)
+    seeds = tplan.make_plan(entries + top_like + deepest, p.epochs, p.seeds, one.train_images, one.test_images, rate,
+                            one.workers, one.overhead_s)
     say(f"stage 2 (seeds): {len(seeds.rows)} models x {p.seeds} seeds x {p.epochs} epochs "
         f"(the top {p.top} counted as the sample's most expensive: an upper bound)")
     say(f"  compute {tplan._dur(seeds.compute_s)}, wall ~{tplan._dur(seeds.wall_s)} with {p.workers} worker(s)"
