@@ -45,9 +45,10 @@ def grid(cells: pd.DataFrame) -> plt.Figure:
         m[ns.index(r.N), cs.index(r.C)] = r["mean"] * 100
     fig, ax = plt.subplots(figsize=(1.4 * len(cs) + 2, 1.1 * len(ns) + 1.5))
     im = ax.imshow(m, cmap="viridis", aspect="auto")
+    mid = np.nanmean(m)
     for _, r in cells.iterrows():
-        ax.text(cs.index(r.C), ns.index(r.N), f"{100 * r['mean']:.1f}\n±{50 * (r.hi - r.lo):.1f}\nn={r.n}",
-                ha="center", va="center", color="w", fontsize=8)
+        ax.text(cs.index(r.C), ns.index(r.N), f"{100 * r['mean']:.1f}\n±{50 * (r.hi - r.lo):.1f}\nn={int(r.n)}",
+                ha="center", va="center", color="k" if 100 * r["mean"] > mid else "w", fontsize=8)
     ax.set_xticks(range(len(cs)), cs)
     ax.set_yticks(range(len(ns)), ns)
     ax.set_xlabel("columns C")
