@@ -335,14 +335,11 @@ def saved_progress(work: Path, conf: dict) -> tuple[list[dict], bytes | None]:
 def uses_cuda(cfg: SweepConfig) -> bool:
     """Whether the sweep's trials train on GPUs (a Ray sweep: on the nodes' GPUs, whatever the driver has)."""
     choice = parse_device(cfg.device)
-    if cfg.executor == "ray":
-        if cfg.gpus_per_trial is not None and choice.kind != "cpu":
-            return cfg.gpus_per_trial > 0
-        if choice.kind == "cuda":
-            return True
     if choice.kind == "cpu":
         return False
-    return bool(sweep_gpus(cfg)) or choice.kind == "cuda"
+    if cfg.executor == "ray" and cfg.gpus_per_trial is not None:
+        return cfg.gpus_per_trial > 0
+    return choice.kind == "cuda" or bool(visible_gpus())
 
 
 def sweep_gpus(cfg: SweepConfig) -> list[Gpu]:
@@ -352,13 +349,20 @@ def sweep_gpus(cfg: SweepConfig) -> list[Gpu]:
     return select(parse_device(cfg.device), visible_gpus())
 
 
+def ray_gpus_per_trial(cfg: SweepConfig, cuda: bool, trials_per_gpu: int) -> float:
+    """Ray's GPU share of one trial: --gpus-per-trial, else 1/K of the --trials-per-gpu decision (0 on CPU)."""
+    if not cuda:
+        return 0.0
+    return float(cfg.gpus_per_trial) if cfg.gpus_per_trial is not None else 1.0 / max(1, trials_per_gpu)
+
+
 def _executor(cfg: SweepConfig, limits: TrialLimits, run_dir: Path, cuda: bool, data: dict, threads: int,
               workers: int = 1, trials_per_gpu: int = 1):
     jail_data = {k: data[k] for k in ("train_x", "train_y", "test_x")}  # never the test labels
     if cfg.executor == "ray":
-        gpus = cfg.gpus_per_trial if cfg.gpus_per_trial is not None else float(cuda) / trials_per_gpu
+        gpus = ray_gpus_per_trial(cfg, cuda, trials_per_gpu)
         memory = int(cfg.memory_per_trial_gb * 2**30) if cfg.memory_per_trial_gb else None
-        return RayExecutor(limits, data=jail_data, address=cfg.address, gpus=gpus if cuda else 0,
+        return RayExecutor(limits, data=jail_data, address=cfg.address, gpus=gpus,
                            cpus=cfg.cpus_per_trial, memory=memory, threads=threads)
     gpus = slot_gpus(sweep_gpus(cfg), trials_per_gpu) if cuda else None
     return LocalExecutor(workers, limits, scratch=None, data=jail_data, threads=threads, cuda=cuda,
@@ -388,7 +392,7 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
         torch.cuda.set_device(gpus[0].index)
     pol.prepare([e.spec for e in population])
     if cuda and (gpus or cfg.executor == "ray"):
-        per_gpu, rec = trials_per_gpu(cfg, pol, population, gpus, say)
+        per_gpu, rec = decide_trials_per_gpu(cfg, pol, population, gpus, say)
         pol.trials_per_gpu = per_gpu
         record_cfg["trials_per_gpu"], record_cfg["gpu_packing"] = per_gpu, rec
     if cfg.executor == "ray":
@@ -409,7 +413,7 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
     return pol, workers, cfg.threads or threads
 
 
-def trials_per_gpu(cfg: SweepConfig, pol: SweepPolicies, population: list[ModelEntry], gpus: list[Gpu],
+def decide_trials_per_gpu(cfg: SweepConfig, pol: SweepPolicies, population: list[ModelEntry], gpus: list[Gpu],
                    say: Callable[[str], None]) -> tuple[int, dict]:
     """(trials per GPU, record): --trials-per-gpu K, or auto: the packing probe of the sweep's dominant shape
     class on its first GPU (cached per GPU model); a Ray driver without a GPU of its own keeps 1."""

@@ -51,10 +51,13 @@ def _worker(shape_key: str, batch: int, variant: str, device: str, seconds: floa
     from .probe import _Stepper
 
     dev = torch.device(device)
-    torch.cuda.set_device(dev)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    else:  # the same mechanics on the CPU (tests): one thread per process
+        torch.set_num_threads(1)
     s = _Stepper(ShapeClass.parse(shape_key), batch, variant, dev)
     s.run(3)  # warm-up: kernel selection, allocator
-    done.put(int(torch.cuda.max_memory_reserved(dev)))
+    done.put(int(torch.cuda.max_memory_reserved(dev)) if dev.type == "cuda" else 0)
     while go.get() is not None:  # one timed window per token; None: stop
         done.put(s.timed(seconds))
 
