@@ -30,6 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+import torch
 from tqdm import tqdm
 
 from . import folder_lock, results
@@ -387,14 +388,14 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
     population = population or todo
     gpus = sweep_gpus(cfg) if cuda else []
     if gpus:  # the driver's probes run on the sweep's first GPU
-        import torch
-
         torch.cuda.set_device(gpus[0].index)
     pol.prepare([e.spec for e in population])
     if cuda and (gpus or cfg.executor == "ray"):
         per_gpu, rec = decide_trials_per_gpu(cfg, pol, population, gpus, say)
         pol.trials_per_gpu = per_gpu
         record_cfg["trials_per_gpu"], record_cfg["gpu_packing"] = per_gpu, rec
+    if gpus:
+        torch.cuda.empty_cache()  # what the driver's probes cached goes back to the trials
     if cfg.executor == "ray":
         return pol, 1, cfg.threads or max(1, int(cfg.cpus_per_trial))
     if gpus:  # K trials on each GPU; the CPU cores shared among all of them
@@ -424,12 +425,15 @@ def decide_trials_per_gpu(cfg: SweepConfig, pol: SweepPolicies, population: list
         return 1, {"trials_per_gpu": 1, "reason": f"--gpus-per-trial {cfg.gpus_per_trial:g}"}
     if not gpus:
         return 1, {"trials_per_gpu": 1, "reason": "auto: no local GPU to probe; 1 trial per GPU"}
+    trials = len(population) * cfg.seeds
+    if trials <= len(gpus):
+        return 1, {"trials_per_gpu": 1, "reason": f"auto: {trials} trial(s) on {len(gpus)} GPU(s), nothing to pack"}
     shape = dominant_shape([(e.spec, e.flops) for e in population])
     variant = pol.variant_for(shape)
     device = f"cuda:{gpus[0].index}"
     entry, cached = gpu_packing.measure(shape, cfg.batch, variant, device, pol.cache)
     d = gpu_packing.decide(gpu_packing.figures(entry), int(entry["peak_bytes"]), gpus[0].memory)
-    k = min(d["trials_per_gpu"], max(1, -(-len(population) * cfg.seeds // len(gpus))))  # no idle slots
+    k = min(d["trials_per_gpu"], -(-trials // len(gpus)))  # no slot left idle
     say(f"trials per GPU auto: {d['reason']} (class {shape.key}, {variant}"
         + (", cached)" if cached else f", probed in {entry.get('probe_s', 0):.0f} s)"))
     return k, {"trials_per_gpu": k, "reason": d["reason"], "shape": shape.key, "variant": variant,
