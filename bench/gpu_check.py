@@ -44,6 +44,7 @@ bwrap when the image has none, and runs this script.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -55,9 +56,27 @@ import time
 import traceback
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+for _p in (REPO, REPO / "bench", REPO / "tests"):
+    sys.path.insert(0, str(_p))
+
+from ab.gpt.brute.fract.boundary import engine  # noqa: E402
+from ab.gpt.brute.fract.generation.manifest import Manifest  # noqa: E402
+from ab.gpt.brute.fract.sweep import plan as tplan  # noqa: E402
+from ab.gpt.brute.fract.sweep.evaluate import SweepConfig, trial_config  # noqa: E402
+from ab.gpt.brute.fract.trial import Trial, TrialLimits, data  # noqa: E402
+from ab.gpt.brute.fract.trial.executors import LocalExecutor  # noqa: E402
+from ab.gpt.brute.fract.trial.gpus import slot_gpus, visible_gpus  # noqa: E402
+from ab.gpt.brute.fract.trial.jail import JailConfig, require_bwrap  # noqa: E402
+from ab.gpt.brute.fract.trial.protocol import TRAIN_HANDLER  # noqa: E402
+from ab.gpt.brute.fract.trial.session import Jail  # noqa: E402
+from ab.gpt.brute.fract.tune import gpu_packing, probe  # noqa: E402
+from ab.gpt.brute.fract.tune.cache import TuneCache  # noqa: E402
+from ab.gpt.brute.fract.tune.synthetic import shape_class_of_spec  # noqa: E402
+from bench_train import nn_dataset, ours, utilisation  # noqa: E402
+from lemur.lemurkit import checkout  # noqa: E402
 
 PAPER = ["--depth", "5", "--columns", "4", "--channels", "64,128,256,512,512"]
 NARROW = ["--depth", "3", "--columns", "3", "--channels", "16,32,64"]
@@ -144,8 +163,6 @@ def env() -> dict:
 
 
 def find_data(arg: str | None) -> Path:
-    from ab.gpt.brute.fract import data
-
     for cand in (arg, os.environ.get(data.DATA_ENV), REPO / ".gpu", REPO.parent / "shared/data/cifar-10-subset"):
         if cand and Path(cand).exists():
             return data.locate(cand)
@@ -162,7 +179,6 @@ def run_cmd(args: list[str], cwd: Path, timeout: float) -> None:
 def gen(space: list[str], out: Path, *extra: str, single: bool = True, timeout: float = 600) -> list[dict]:
     """Generate models with the real CLI (validated in jails); their manifest records. `single`: one model of
     `space` with conv3x3-bn-relu ops and mean joins."""
-    from ab.gpt.brute.fract.manifest import Manifest
 
     base = ["--conv", "conv3x3", "--norm", "bn", "--act", "relu", "--order", "conv-norm-act", "--dropout", "0",
             "--join", "mean", "--limit", "1"] if single else []
@@ -174,10 +190,6 @@ def gen(space: list[str], out: Path, *extra: str, single: bool = True, timeout: 
 
 # -- sections ----------------------------------------------------------------------------------------------
 def s_gpu(sec, ctx) -> None:
-    import torch
-
-    from ab.gpt.brute.fract.tune import probe
-
     dev = ctx["device"]
     p = torch.cuda.get_device_properties(dev)
     figure(sec, "GPU", p.name, note=f"{p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs, "
@@ -203,20 +215,13 @@ class Net(nn.Module):
 
 
 def s_jail(sec, ctx) -> None:
-    import ast
-
-    from ab.gpt.brute.fract.evaluate import trial_config, SweepConfig
-    from ab.gpt.brute.fract.data import lemur_norm
-    from ab.gpt.brute.fract.trial import Trial, TrialLimits
-    from ab.gpt.brute.fract.trial.jail import JailConfig
-    from ab.gpt.brute.fract.trial.session import Jail
-
     gpu = ctx["gpu"]
     cfg = SweepConfig(models=ctx["tmp"], out=ctx["tmp"], epochs=1, train_limit=512, test_limit=256, amp=True,
                       checkpointing=False, channels_last=False, compile="off")
-    conf = trial_config(cfg, 0, lemur_norm(), 2, "cuda")
+    conf = trial_config(cfg, 0, data.lemur_norm(), 2, "cuda")
     t = time.perf_counter()
-    jail = Jail(JailConfig(scratch=ctx["tmp"] / "jail-check", data=ctx["jail_data"], threads=2, gpu=gpu))
+    jail = Jail(JailConfig(scratch=ctx["tmp"] / "jail-check", data=ctx["jail_data"], threads=2,
+                           gpu=gpu).serving(TRAIN_HANDLER))
     figure(sec, "jail start", time.perf_counter() - t, "s", f"bound to {gpu.label}, node "
                                                            f"{'/dev/nvidia%d' % gpu.minor if gpu.minor is not None else 'unknown: all nodes'}")
     try:
@@ -238,13 +243,17 @@ def s_jail(sec, ctx) -> None:
         jail.close()
 
 
-def nneval_model(sec, ctx, key: str, batch: int, epochs: int = 2, k: int = 0) -> tuple[float, dict]:
-    from bench_train import ours, utilisation
+def limits(ctx) -> tuple[str, ...]:
+    """NNEval options that shorten a rehearsal run (none in a real check)."""
+    n = ctx.get("train_limit")
+    return ("--train-limit", str(n), "--test-limit", str(n)) if n else ()
 
+
+def nneval_model(sec, ctx, key: str, batch: int, epochs: int = 2, k: int = 0) -> tuple[float, dict]:
     rec = ctx[key]
     (ctx["tmp"] / f"{key}-b{batch}").mkdir(exist_ok=True)
     wall, stat = ours(rec["path"], ctx["batches"], ctx["tmp"] / f"{key}-b{batch}", k, epochs=epochs, batch=batch,
-                      extra=("--device", ctx["device"], "--tune-cache", str(ctx["tune_cache"])))
+                      extra=("--device", ctx["device"], "--tune-cache", str(ctx["tune_cache"]), *limits(ctx)))
     o = stat["nn_gpt_fractal"]
     achieved, peak, dtype = utilisation(stat, rec["flops"], rec["spec"], "cuda", ctx["peaks"])
     note = f"batch {batch}, epoch {epochs}, {dtype}, channels_last={o['channels_last']}, ckpt={o['checkpointing']}"
@@ -268,13 +277,8 @@ def s_models(sec, ctx) -> None:
 
 
 def s_nn_dataset(sec, ctx) -> None:
-    from bench_train import nn_dataset, ours
-
-    sys.path.insert(0, str(REPO / "tests"))
-    from lemur.lemurkit import checkout
-
     rec = ctx["paper"]
-    opts = ("--device", ctx["device"], "--tune-cache", str(ctx["tune_cache"]))
+    opts = ("--device", ctx["device"], "--tune-cache", str(ctx["tune_cache"]), *limits(ctx))
     root = ctx["tmp"] / "nn-ratio"
     root.mkdir()
     wall_ours, _ = ours(rec["path"], ctx["batches"], root, 0, epochs=2, batch=16, extra=opts)  # registers: the DB
@@ -297,15 +301,6 @@ def s_nn_dataset(sec, ctx) -> None:
 
 
 def s_packing(sec, ctx) -> None:
-    from ab.gpt.brute.fract.data import lemur_norm
-    from ab.gpt.brute.fract.evaluate import SweepConfig, trial_config
-    from ab.gpt.brute.fract.trial import Trial, TrialLimits
-    from ab.gpt.brute.fract.trial.executors import LocalExecutor
-    from ab.gpt.brute.fract.trial.gpus import slot_gpus
-    from ab.gpt.brute.fract.tune import gpu_packing
-    from ab.gpt.brute.fract.tune.cache import TuneCache
-    from ab.gpt.brute.fract.tune.synthetic import shape_class_of_spec
-
     rec = ctx["narrow"]
     epochs = 3 if ctx["quick"] else 5
     cfg = SweepConfig(models=ctx["tmp"], out=ctx["tmp"], epochs=epochs, amp=True, checkpointing=False,
@@ -316,7 +311,7 @@ def s_packing(sec, ctx) -> None:
     with LocalExecutor(0, TrialLimits(memory_gb=None), data=ctx["jail_data"], threads=max(1, cores // max(PACKING)),
                        gpus=slot_gpus([ctx["gpu"]], max(PACKING))) as ex:
         for k in PACKING:
-            conf = {**trial_config(cfg, 0, lemur_norm(), max(1, cores // k), ctx["trial_device"]), "gpu_share": 1 / k}
+            conf = {**trial_config(cfg, 0, data.lemur_norm(), max(1, cores // k), ctx["trial_device"]), "gpu_share": 1 / k}
             futs = [ex.submit(Trial("train", code, conf, 600, labels=ctx["data"]["test_y"])) for _ in range(k)]
             results = [f.result() for f in futs]
             bad = [r for r in results if r.status != "trained"]
@@ -328,7 +323,6 @@ def s_packing(sec, ctx) -> None:
             figure(sec, f"{k} narrow trial(s) at once", agg[k], "img/s",
                    f"aggregate, {agg[k] / agg[1]:.2f}x one trial; peak {peak:.0f} MB per trial")
     shape = shape_class_of_spec(rec["spec"])
-    import torch
 
     variant = "bf16" if torch.cuda.is_bf16_supported() else "fp16"  # what an AMP trial runs in on this GPU
     entry, _ = gpu_packing.measure(shape, 16, variant, ctx["device"], TuneCache(ctx["tune_cache"]), counts=PACKING)
@@ -340,8 +334,6 @@ def s_packing(sec, ctx) -> None:
 
 
 def s_boundary(sec, ctx) -> None:
-    from ab.gpt.brute.fract.boundary import engine
-
     res = ctx.get("map_res") or (256 if ctx["quick"] else 1024)
     width, steps = 16, 500
     samples = width * width + width  # data ratio 1: samples = parameters
@@ -357,8 +349,6 @@ def s_boundary(sec, ctx) -> None:
 
 
 def s_plan(sec, ctx) -> None:
-    from ab.gpt.brute.fract.tune import plan as tplan
-
     models = ctx["tmp"] / "space"
     extra = ("--generator", "stratified", "--limit", "192") if ctx["quick"] else ()
     t = time.perf_counter()
@@ -393,7 +383,6 @@ def main() -> int:
                     "in what is left fails [450]")
     args = ap.parse_args()
     started = time.perf_counter()
-    import torch
 
     report = Report()
     if not torch.cuda.is_available():
@@ -401,10 +390,6 @@ def main() -> int:
         print(f"gpu_check: FAILED: {msg}", file=sys.stderr)
         args.out.write_text(json.dumps({"ok": False, "error": msg}, indent=2))
         return 1
-    from ab.gpt.brute.fract.data import prepare
-    from ab.gpt.brute.fract.trial.gpus import visible_gpus
-    from ab.gpt.brute.fract.trial.jail import require_bwrap
-    from ab.gpt.brute.fract.tune.plan import count_images
 
     require_bwrap()
     gpus = {g.index: g for g in visible_gpus()}
@@ -417,11 +402,11 @@ def main() -> int:
         (tmp / "ab").mkdir()
         (tmp / "README.md").write_text("gpu check LEMUR root\n")
         batches = find_data(args.data_dir)
-        data = prepare(batches, tmp / "cache").to_dict()
+        prepared = data.prepare(batches, tmp / "cache").to_dict()
         ctx = {"tmp": tmp, "quick": args.quick, "gpu": gpus[args.gpu], "device": f"cuda:{args.gpu}", "trial_device": "cuda",
-               "batches": batches, "data": data, "budget": budget, "tune_cache": tmp / "tune.json",
-               "jail_data": {k: data[k] for k in ("train_x", "train_y", "test_x")},
-               "n_train": count_images(batches)[0]}
+               "batches": batches, "data": prepared, "budget": budget, "tune_cache": tmp / "tune.json",
+               "jail_data": {k: prepared[k] for k in ("train_x", "train_y", "test_x")},
+               "n_train": tplan.count_images(batches)[0]}
         os.environ["NN_GPT_FRACTAL_TUNE_CACHE"] = str(ctx["tune_cache"])
         print(f"data {batches} ({ctx['n_train']} training images); budget {args.budget_s:.0f} s", flush=True)
         for key, space in (("paper", PAPER), ("narrow", NARROW)):

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ab.gpt.brute.fract import data, evaluate
-from ab.gpt.brute.fract.cli_util import parse_device
-from ab.gpt.brute.fract.evaluate import ModelEntry, SweepConfig
+from ab.gpt.brute.fract.sweep import evaluate
+from ab.gpt.brute.fract.sweep.evaluate import ModelEntry, SweepConfig
+from ab.gpt.brute.fract.trial import data
 from ab.gpt.brute.fract.trial import TrialLimits, jail
 from ab.gpt.brute.fract.trial.executors import LocalExecutor
 from ab.gpt.brute.fract.trial.gpus import Gpu, device_nodes, gpu_fault, select, slot_gpus
@@ -21,6 +21,7 @@ from ab.gpt.brute.fract.trial.jail import JailConfig, bwrap_command
 from ab.gpt.brute.fract.tune import gpu_packing, probe
 from ab.gpt.brute.fract.tune.policies import SweepPolicies
 from ab.gpt.brute.fract.tune.synthetic import ShapeClass
+from ab.gpt.brute.fract.util.cli import parse_device
 
 from .kit import jail_data, model, train_trial
 

@@ -31,7 +31,7 @@ class LocalExecutor:
 
     def __init__(self, workers: int, limits: TrialLimits, scratch: Path | None = None,
                  data: dict[str, str] | None = None, threads: int = 1, cuda: bool = False,
-                 unsafe_no_jail: bool = False, warm_space: bool = False, gpus: list[Gpu] | None = None) -> None:
+                 unsafe_no_jail: bool = False, warm: tuple[str, ...] = (), gpus: list[Gpu] | None = None) -> None:
         if not unsafe_no_jail:
             require_bwrap()  # one clear line now, before anything runs
         self.workers, self.limits = max(1, len(gpus) if gpus else workers), limits
@@ -40,7 +40,7 @@ class LocalExecutor:
         self.slot_gpu: list[Gpu | None] = list(gpus) if gpus else [None] * self.workers
         self.configs = [JailConfig(scratch=root / f"jail{k}", data=dict(data or {}), threads=threads,
                                    uid=model_uid(k), cuda=cuda and not gpus, gpu=self.slot_gpu[k],
-                                   unsafe_no_jail=unsafe_no_jail, warm_space=warm_space)
+                                   unsafe_no_jail=unsafe_no_jail, warm=warm)
                         for k in range(self.workers)]
         self._assigned: list[collections.deque] = [collections.deque() for _ in range(self.workers)]
         self._shared: collections.deque = collections.deque()  # submitted while no slot was free: any slot takes it
@@ -119,7 +119,7 @@ class LocalExecutor:
             try:
                 jail = self._jails[slot]
                 if jail is None or not jail.alive():
-                    jail = self._jails[slot] = Jail(self.configs[slot])
+                    jail = self._jails[slot] = Jail(self.configs[slot].serving(trial.handler_name()))
                 fut.set_result(self._judge_gpu(slot, jail.run(trial, self.limits, on_event)))
             except JailError as e:  # the jail itself failed, not the model: no verdict on the trial
                 fut.set_exception(e)

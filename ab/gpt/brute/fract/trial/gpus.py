@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cli_util import DEVICE_HELP, DeviceChoice, parse_device  # noqa: F401 (part of this module's interface)
+from ..util.cli import DeviceChoice
 
 CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 PROC_GPUS = Path("/proc/driver/nvidia/gpus")

@@ -18,6 +18,7 @@ import torch
 from .autotune import MARGIN, simplest_within
 from .cache import TuneCache
 from .device import cache_key
+from .probe import _Stepper
 from .synthetic import ShapeClass
 
 CANDIDATES = (1, 2, 4, 8)
@@ -48,8 +49,6 @@ def decide(measured: dict[int, float], peak_bytes: int, gpu_memory: int, margin:
 
 
 def _worker(shape_key: str, batch: int, variant: str, device: str, seconds: float, go, done) -> None:
-    from .probe import _Stepper
-
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)

@@ -19,7 +19,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Callable
 
-from .cost import TRAIN_FACTOR, drop_path_factor
+from ..tune.cost import TRAIN_FACTOR, drop_path_factor
+from ..trial.data import lemur_norm, locate, prepare
+from .evaluate import ModelEntry, SweepConfig, make_policies, sweep_gpus, trial_config, uses_cuda
+from ..util.paths import lemur_root
+from ..trial import Trial, TrialLimits
+from ..trial.executors import LocalExecutor
+from ..trial.gpus import slot_gpus
 
 CAL_STEPS = 24  # training steps per calibration trial
 
@@ -37,13 +43,6 @@ def calibrate(entries, models_dir: Path, data_dir: str | None, *, batch: int, de
               threads: int | None, checkpointing: bool | str, cache_path: Path | None,
               echo: Callable[[str], None], trials_per_gpu: int | str = "auto") -> tuple[dict[str, float], float, int]:
     """({calibration group: achieved training FLOP/s per worker}, per-trial overhead s, workers)."""
-    from ..data import lemur_norm, locate, prepare
-    from ..evaluate import ModelEntry, SweepConfig, make_policies, sweep_gpus, trial_config, uses_cuda
-    from ..paths import lemur_root
-    from ..trial import Trial, TrialLimits
-    from ..trial.executors import LocalExecutor
-    from ..trial.gpus import slot_gpus
-
     reps = representatives(entries)
     data = prepare(locate(data_dir), lemur_root() / "out" / "cache").to_dict()
     cfg = SweepConfig(models=Path(models_dir), out=Path(tempfile.gettempdir()), epochs=1, batch=batch,
