@@ -20,8 +20,8 @@ Sections, all on one GPU (`--gpu`, default 0), on the CIFAR-10 data of `--data-d
     batch 16, and (not with --quick) batch 128.
  4. nn-dataset: its own trainer, `python -m ab.nn.train` on the same paper-size file, same epochs, batch and GPU,
     whole process against whole process (NNEval's second run, with a warm tuning cache): the ratio (goal >= 2x).
- 5. packing: 1, 2, 4 and 8 narrow trials at once on the GPU, each in its own jail: aggregate training images/s
-    (sum of the trials' steady epochs), the gain over one trial, and what `--trials-per-gpu auto` decides from
+ 5. packing: 1, 2, 4 and 8 narrow trials at once on the GPU, each in its own jail, 3 epochs: aggregate training
+    images/s (the sum of each trial's median rate over epochs 2-3), the gain over one trial, and what `--trials-per-gpu auto` decides from
     its own short probe (goal: aggregate at the chosen K >= 3x one trial).
  6. boundary: `boundary map` at 1024x1024 (--quick: 256x256) on the GPU: time and GFLOP/s (matmul FLOPs of
     every network for every step over the wall time: an upper bound, diverged networks stop early).
@@ -33,13 +33,13 @@ Data (no network is needed): `--data-dir` or $NN_GPT_FRACTAL_CIFAR, else `.gpu/c
 
 On a machine lent by this workplace's `device` tool (no network, only the repository travels): first run
 `bash bench/gpu_carry.sh` here; it fills the ignored folder `.gpu/` with the CIFAR-10 subset, the wheels that
-the GPU image lacks (nn-dataset, optuna, radon, ... for python 3.12, x86-64) and bubblewrap's .deb. Then one
+the GPU image lacks (nn-dataset, optuna, radon, ... for python 3.12, x86-64) and a bubblewrap binary. Then one
 call, with carry [".gpu"]:
 
     bash bench/gpu_run.sh --out $OUT/gpu_check.json
 
-which installs those wheels into the image's python3 (no dependencies resolved, nothing fetched), unpacks
-bwrap when the image has none, and runs this script.
+which installs those wheels into the image's python3 (no dependencies resolved, nothing fetched), puts the
+carried bwrap on PATH when the image has none, and runs this script (a timeout of 600 s leaves it room).
 """
 from __future__ import annotations
 
@@ -195,6 +195,11 @@ def s_gpu(sec, ctx) -> None:
     figure(sec, "GPU", p.name, note=f"{p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs, "
                                     f"torch {torch.__version__}, CUDA {torch.version.cuda}")
     figure(sec, "visible GPUs", torch.cuda.device_count())
+    nodes = sorted(n for n in os.listdir("/dev") if n.startswith("nvidia"))
+    modes = " ".join(f"{n}:{oct(os.stat(f'/dev/{n}').st_mode & 0o777)[2:]}" for n in nodes)
+    figure(sec, "device nodes", len(nodes), note=modes[:160] + f"; {ctx['gpu'].label} is /dev/nvidia{ctx['gpu'].minor}"
+           if ctx["gpu"].minor is not None else modes[:160] + "; minor unknown: jails bind every GPU node")
+    figure(sec, "LD_LIBRARY_PATH", os.environ.get("LD_LIBRARY_PATH") or "-", note="passed into CUDA jails")
     peaks = {}
     for name in ("fp32", "bf16", "fp16"):
         peaks[name] = probe.matmul_peak(probe.DTYPES[name], dev, n=8192, min_s=1.0)
@@ -302,9 +307,8 @@ def s_nn_dataset(sec, ctx) -> None:
 
 def s_packing(sec, ctx) -> None:
     rec = ctx["narrow"]
-    epochs = 3 if ctx["quick"] else 5
-    cfg = SweepConfig(models=ctx["tmp"], out=ctx["tmp"], epochs=epochs, amp=True, checkpointing=False,
-                      channels_last=False, compile="off", train_limit=ctx.get("train_limit"))
+    cfg = SweepConfig(models=ctx["tmp"], out=ctx["tmp"], epochs=3, amp=True, checkpointing=False, channels_last=False,
+                      compile="off", train_limit=ctx.get("train_limit") or (2048 if ctx["quick"] else None))
     cores = os.cpu_count() or 1
     code = rec["path"].read_text()
     agg = {}
@@ -376,7 +380,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("gpu_check.json"), help="JSON file of every figure [gpu_check.json]")
     ap.add_argument("--quick", action="store_true", help="smaller runs (about 3 minutes): no batch 128, a 256x256 "
-                    "map, fewer packing epochs, the plan of a stratified 192 models scaled to the space")
+                    "map, packed trials on 2,048 images, the plan of a stratified 192 models scaled to the space")
     ap.add_argument("--data-dir", help="cifar-10-batches-py folder [$NN_GPT_FRACTAL_CIFAR, .gpu/, ../shared subset]")
     ap.add_argument("--gpu", type=int, default=0, help="the GPU to measure (driver numbering) [0]")
     ap.add_argument("--budget-s", type=float, default=450, help="time for all sections; one that cannot finish "
