@@ -390,7 +390,8 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
         torch.cuda.set_device(gpus[0].index)
     pol.prepare([e.spec for e in population])
     if cuda and (gpus or cfg.executor == "ray"):
-        per_gpu, rec = decide_trials_per_gpu(cfg, pol, population, gpus, say)
+        probe_on = gpus or (visible_gpus()[:1] if cfg.executor == "ray" else [])  # Ray: the driver's GPU
+        per_gpu, rec = decide_trials_per_gpu(cfg, pol, population, probe_on, say)
         pol.trials_per_gpu = per_gpu
         record_cfg["trials_per_gpu"], record_cfg["gpu_packing"] = per_gpu, rec
     if gpus:
@@ -414,9 +415,10 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
 
 
 def decide_trials_per_gpu(cfg: SweepConfig, pol: SweepPolicies, population: list[ModelEntry], gpus: list[Gpu],
-                   say: Callable[[str], None]) -> tuple[int, dict]:
+                          say: Callable[[str], None]) -> tuple[int, dict]:
     """(trials per GPU, record): --trials-per-gpu K, or auto: the packing probe of the sweep's dominant shape
-    class on its first GPU (cached per GPU model); a Ray driver without a GPU of its own keeps 1."""
+    class on the first of `gpus` (the sweep's; for Ray, the driver's own), cached per GPU model; a Ray driver
+    without a GPU keeps 1."""
     if cfg.trials_per_gpu != "auto":
         k = int(cfg.trials_per_gpu)
         return k, {"trials_per_gpu": k, "reason": f"--trials-per-gpu {k}"}
