@@ -85,6 +85,8 @@ def probe_rounds(shape: ShapeClass, batch: int, variant: str, device: str = "cud
         for go, _ in pipes:
             go.put(None)
         for p in procs:
+            if p.pid is None:  # never started (the start of an earlier one failed)
+                continue
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
