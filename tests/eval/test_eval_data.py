@@ -40,7 +40,7 @@ def test_norm_constants_come_from_lemur_loader():
     assert mean == (0.4914, 0.4822, 0.4465) and std == (0.2470, 0.2435, 0.2616)
     assert (mean, std) == data.lemur_norm_imported()  # read from the source = the imported module's values
     # reading them does not import the loader (and torchvision with it)
-    code = ("import sys; from ab.gpt.brute.fract import data; data.lemur_norm(); "
+    code = ("import sys; from ab.gpt.brute.fract.trial import data; data.lemur_norm(); "
             "print(any(m.startswith('torchvision') for m in sys.modules), data.LOADER in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
