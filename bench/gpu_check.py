@@ -373,6 +373,8 @@ def s_plan(sec, ctx) -> None:
     figure(sec, "plan: GPU-hours", full.gpu_hours, "GPU-h",
            f"{len(entries)} models x 5 epochs of full CIFAR-10" + (" (--quick: a stratified 192)" if ctx["quick"] else "")
            + (f"; {len(full.unknown)} without an estimate" if full.unknown else ""))
+    if full.gpu_hours is None:
+        raise RuntimeError(f"the plan counted no GPU for --device {ctx['device']}")
     ctx["gpu_hours"] = full.gpu_hours * (2016 / max(1, len(entries)) if ctx["quick"] else 1)
 
 
