@@ -51,7 +51,7 @@ def env() -> dict:
 
 
 def generate(space: list[str], out: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "ab.gpt.brute.fract.AlterNNFN", *space, *LAYERS, "--out", str(out)],
+    subprocess.run([sys.executable, "-m", "ab.gpt.brute.fract.AlterNNFN", *space, *LAYERS, "--models", str(out)],
                    check=True, env=env(), cwd=out.parent)
     (path,) = sorted(out.glob("*.py"))
     from ab.gpt.brute.fract.space import codecheck
@@ -143,7 +143,7 @@ def ours(mid: Path, batches: Path, root: Path, k: int) -> tuple[float, dict]:
     """NNEval with its defaults on the one model, into a fresh results folder and DB; (wall s, stat record)."""
     out, db = root / f"ours{k}", root / f"ours{k}" / "ab.nn.db"
     wall = timed_run(["-m", "ab.gpt.NNEval", "--models", str(mid.parent), "--epochs", "1", "--batch", "16",
-                      "--data-dir", str(batches), "--out", str(out), "--db", str(db), "-q"], cwd=root)
+                      "--data-dir", str(batches), "--results", str(out), "--db", str(db), "-q"], cwd=root)
     (stat,) = out.glob("stat/train/*/1.json")
     return wall, json.loads(stat.read_text())[0]
 

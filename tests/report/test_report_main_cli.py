@@ -11,5 +11,5 @@ def test_main_cli_lists_and_delegates(tmp_path):
         assert f"  {name} " in r.stdout
     r = run_module(CLI, "eval", "--help")
     assert r.returncode == 0 and "--seeds" in r.stdout
-    r = run_module(CLI, "report", "--results", str(tmp_path / "none"), "--out", str(tmp_path / "out"))
+    r = run_module(CLI, "report", "--results", str(tmp_path / "none"), "--report", str(tmp_path / "out"))
     assert r.returncode == 2 and r.stderr.startswith("error: results folder") and "Traceback" not in r.stderr

@@ -137,7 +137,7 @@ def test_nneval_plan_halving_on_generated_models(generated, tmp_path, cifar_dir)
     record = {"name": "Other", "status": "trained", "schedule": schedule_record(make_rungs(4, 2), "running")}
     write_json(runs_dir(results) / "Other.json", record)
     proc = run_cli("ab.gpt.NNEval", "--plan", "--schedule", "halving", "--eta", "2", "--min-keep", "2",
-                   "--out", str(results), "--models", str(out), "--data-dir", str(cifar_dir), "--epochs", "4",
+                   "--results", str(results), "--models", str(out), "--data-dir", str(cifar_dir), "--epochs", "4",
                    "--train-limit", "300", "--test-limit", "100", "--threads", "1", "--workers", "1",
                    "--tune-cache", str(cache), cwd=root, env={"COLUMNS": "200"})
     # make_rungs(4, eta 2) = 1, 2, 4; 3 models -> keep(3) = max(2, 3 // 2) = 2 -> 2

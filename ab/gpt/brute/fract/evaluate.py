@@ -226,7 +226,7 @@ class Bars:
 def exclusive(out: Path):
     """One sweep at a time per results folder: two would each think the other's trials are theirs."""
     return folder_lock.hold(out, SweepBusy(f"another NNEval run is using {out}; wait for it to finish or "
-                                           f"choose another --out"))
+                                           f"choose another --results"))
 
 
 def run_sweep(cfg: SweepConfig, say: Callable[[str], None] = print) -> SweepOutcome:
