@@ -308,7 +308,7 @@ space_cmd = cli_util.derive(
            "--dropout larsson")
 plugins_cmd = cli_util.derive(main, "plugins", keep=(), fixed={"show_plugins": True},
                               help="List the loaded plugins and what each contributes (layers, options, "
-                                   "generators).", epilog=None)
+                                   "generators).", epilog="Example:\n\n\b\n  nn-gpt-fractal plugins")
 
 
 def cli(args: list[str] | None = None) -> None:

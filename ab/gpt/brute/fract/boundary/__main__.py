@@ -9,7 +9,7 @@ import click
 
 from .. import cli_util
 from .cnn_cli import cnn_cmd
-from .config import ACTIVATIONS, DTYPES, KNOBS, Axis, BoundaryConfig, check_memory
+from .config import ACTIVATIONS, DTYPES, KNOBS, READOUTS, SEED_MODES, Axis, BoundaryConfig, check_memory
 
 
 def _grid_options(f):
@@ -32,8 +32,9 @@ def _grid_options(f):
         cli_util.option_group(
             "Network and data",
             opt("--width", type=int, default=16, help="hidden width (= input dimension)"),
-            opt("--activation", type=str, default="tanh", help="|".join(ACTIVATIONS)),
-            opt("--norm/--no-norm", default=False, help="layer norm on the hidden pre-activation"),
+            opt("--activation", type=click.Choice(ACTIVATIONS), default="tanh", help="hidden activation"),
+            opt("--layer-norm/--no-layer-norm", "norm", default=False, old=("--norm",),
+                help="layer norm on the hidden pre-activation"),
             opt("--skip/--no-skip", default=False, help="skip connection: hidden = x + act(z)"),
             opt("--data-ratio", type=Finite(), default=1.0, help="samples = parameters x ratio"),
             opt("--n-data", type=int, show_default="parameters x --data-ratio",
@@ -49,12 +50,12 @@ def _grid_options(f):
             opt("--offset0", type=Finite(), default=0.0, help="input-layer init offset when not swept"),
             opt("--offset1", type=Finite(), default=0.0, help="output-layer init offset when not swept"),
             opt("--seed", type=cli_util.Seed(), default=0, help="seed of the initial weights and the data"),
-            opt("--seed-mode", type=str, default="shared",
+            opt("--seed-mode", type=click.Choice(SEED_MODES), default="shared",
                 help="shared: one init and data set for all pixels; per_pixel: own seed per pixel"),
-            opt("--dtype", type=str, default="float32", help="|".join(DTYPES))),
+            opt("--dtype", type=click.Choice(DTYPES), default="float32", help="floating-point type of the networks")),
         cli_util.option_group(
             "Readout",
-            opt("--readout", type=str, default="sum",
+            opt("--readout", type=click.Choice(READOUTS), default="sum",
                 help="sum (Sohl-Dickstein score) | final (final loss) | probe (loss at --probe-step)"),
             opt("--probe-step", type=int, show_default="last step", help="step read by --readout probe")),
         cli_util.option_group(
@@ -64,7 +65,7 @@ def _grid_options(f):
     ]
     for g in reversed(groups):
         f = g(f)
-    return f
+    return cli_util.deprecated_flag("--no-norm", "norm", False, "--no-layer-norm")(f)
 
 
 def _common_options(what: str, name: bool):
