@@ -80,14 +80,13 @@ def print_summary(outcome: SweepOutcome) -> None:
             click.echo(line)
 
 
-EXAMPLES = """Examples:
+def examples(prog: str, plan: bool) -> str:
+    lines = [f"{prog} --plan      # estimate first: FLOPs, time, run order"] if plan else []
+    lines += [f"{prog} --epochs 5 --device cuda", f"{prog} --schedule halving --rungs 1,2 --eta 6",
+              f"{prog} --executor ray --address HEAD_IP:6379 --gpus-per-trial 0.25",
+              f"{prog} --filter 'FractalNet-N2-*' --limit 10 --results new_lemur_small"]
+    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
 
-\b
-  {prog} {plan}                # estimate the sweep first: FLOPs, time, run order
-  {prog} --epochs 5 --device cuda
-  {prog} --schedule halving --rungs 1,2 --eta 6
-  {prog} --executor ray --address HEAD_IP:6379 --gpus-per-trial 0.25
-  {prog} --filter 'FractalNet-N2-*' --limit 10 --results new_lemur_small"""
 
 _ESTIMATE = cli_util.option_group(
     "Estimate",
@@ -184,7 +183,7 @@ _LIMITS = cli_util.option_group(
            "(model code can then read, write and run anything this user can)"))
 
 
-@cli_util.command(epilog=EXAMPLES.format(prog="python -m ab.gpt.NNEval", plan="--plan"))
+@cli_util.command(epilog=examples("python -m ab.gpt.NNEval", plan=True))
 @_ESTIMATE
 @_COMMON
 @_TRAINING
@@ -257,9 +256,7 @@ def main(models, results, pattern, limit, device, db, no_register, fetch_lemur_d
 
 
 # `nn-gpt-fractal eval` and `nn-gpt-fractal plan`: the same command as modes of their own
-eval_cmd = cli_util.derive(main, "eval", drop=["plan"], epilog=EXAMPLES.format(prog="nn-gpt-fractal eval", plan="")
-                           .replace("  nn-gpt-fractal eval                 # estimate the sweep first: FLOPs, time, run "
-                                    "order\n", ""))
+eval_cmd = cli_util.derive(main, "eval", drop=["plan"], epilog=examples("nn-gpt-fractal eval", plan=False))
 PLANNED = {"models", "results", "pattern", "limit", "retry_failed", "device", "data_dir", "quiet", "epochs", "batch",
            "seeds", "train_limit", "test_limit", "schedule", "eta", "rungs", "min_keep", "workers", "threads",
            "checkpointing", "tune_cache"}  # what the plan reads; every other option keeps its default

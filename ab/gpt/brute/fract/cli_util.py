@@ -3,8 +3,8 @@
 Bad input is one line on stderr and exit code 2, never a traceback. Every command is a `command(...)`
 built from `option(...)`s placed in `option_group(...)`s (cloup), so `--help` shows grouped options with
 their true defaults; an option's former spellings (`old=`) stay as hidden aliases that print a one-line
-deprecation notice. The same concept has the same flag everywhere (see docs/cli.md):
---models, --results, --db, --device, --batch, --seed, auto|on|off modes, -q/--quiet.
+deprecation notice. The same concept has the same flag everywhere: --models, --results, --db, --device,
+--batch, --seed, auto|on|off modes, -q/--quiet (tests/test_cli_convention.py holds the table).
 """
 from __future__ import annotations
 
@@ -202,8 +202,6 @@ class Option(click.Option):
     prints `[default: <LEMUR root>/new_lemur]`) and former spellings `old`, which `Command` adds as hidden
     aliases: an alias sets its `target` option's value after a one-line deprecation notice on stderr."""
 
-    FROM_ALIAS = "cli_util.from_alias"  # ctx.meta: option name -> the value its old spelling gave
-
     def __init__(self, *args, old: Iterable[str] = (), target: str | None = None, replaced_by: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         self.old, self.target, self.replaced_by = tuple(old), target, replaced_by
@@ -215,7 +213,7 @@ class Option(click.Option):
         return extra
 
     def process_value(self, ctx, value):
-        from_alias = ctx.meta.setdefault(self.FROM_ALIAS, {})
+        from_alias = vars(ctx).setdefault("_from_alias", {})  # option name -> the value an old spelling gave
         on_command_line = ctx.get_parameter_source(self.name) is ParameterSource.COMMANDLINE
         if self.replaced_by and on_command_line:
             if self.target and (ctx.get_parameter_source(self.target) is ParameterSource.COMMANDLINE
