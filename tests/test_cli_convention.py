@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from ab.gpt import NNEval
-from ab.gpt.brute.fract import AlterNNFN, cli, cli_util
+from ab.gpt.brute.fract import AlterNNFN, cli
+from ab.gpt.brute.fract.util import cli as cli_util
 from ab.gpt.brute.fract.boundary import __main__ as boundary
 from ab.gpt.brute.fract.lemur import __main__ as lemur
 from ab.gpt.brute.fract.report import __main__ as report

@@ -10,7 +10,8 @@ from typing import NamedTuple
 
 import click
 
-from . import __version__, cli_util
+from . import __version__
+from .util import cli as cli_util
 
 
 class Entry(NamedTuple):

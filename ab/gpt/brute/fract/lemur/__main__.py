@@ -11,8 +11,10 @@ from pathlib import Path
 
 import click
 
-from .. import cli_util
-from ..paths import lemur_root, models_dir, new_lemur_dir
+from ..util import cli as cli_util
+from ..util.paths import lemur_root, models_dir, new_lemur_dir
+from .migrate import migrate as run
+from .subset import site_dir as folder
 
 
 @click.group(cls=cli_util.Group)
@@ -33,8 +35,6 @@ def main():
                     show_default="<LEMUR root>/db/ab.nn.db", help="LEMUR SQLite DB"))
 def migrate(models, results, db):
     """Rename old `_` model names (files, manifest, stat files, run records, DB rows) to the `-` scheme."""
-    from .migrate import migrate as run
-
     report = run(models or models_dir(), results or new_lemur_dir(), db or lemur_root() / "db" / "ab.nn.db")
     click.echo(report.line())
     return 0
@@ -43,8 +43,6 @@ def migrate(models, results, db):
 @main.command("site-dir", epilog="Example:\n\n\b\n  PYTHONPATH=$(python -m ab.gpt.brute.fract.lemur site-dir) python ...")
 def site_dir():
     """Folder whose sitecustomize lets torchvision verify the recorded CIFAR-10 subset by its own sums."""
-    from .subset import site_dir as folder
-
     click.echo(str(folder()))
     return 0
 
