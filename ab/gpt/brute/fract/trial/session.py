@@ -26,7 +26,7 @@ import numpy as np
 
 from ..lemur.system import train_stat_system
 from . import protocol
-from .jail import JailConfig, JailError, command
+from .jail import JailConfig, JailError, command, environment
 from .protocol import FrameReader, ProtocolError, write_frame
 
 STATE, HISTORY, BEST = "state.safetensors", "history.json", "best.safetensors"
@@ -57,6 +57,14 @@ class Trial:
     resume: bytes | None = None
     history: list[dict] = field(default_factory=list)
     state_dir: str | None = None  # where this side keeps state/history after each epoch
+    handler: str = ""  # "module:function" the jailed worker runs (default for train: trial/runner.py's train)
+
+    def handler_name(self) -> str:
+        if self.handler:
+            return self.handler
+        if self.task == "train":
+            return protocol.TRAIN_HANDLER
+        raise ValueError(f"a {self.task} trial names no handler (Trial(..., handler='module:function'))")
 
 
 @dataclass
@@ -159,6 +167,7 @@ class Jail:
         that forwards the frames to the driver's judge instead (ray_node.py)."""
         deadline = time.monotonic() + trial.timeout
         judge = judge if judge is not None else _Judge(trial, limits, on_event)
+        handler = trial.handler_name()
         r, w = os.pipe()
         try:
             config = dict(trial.config)
@@ -168,8 +177,8 @@ class Jail:
                 config["start_epoch"] = len(trial.history)
             try:
                 socket.send_fds(self.sock, [b"R"], [w])
-                write_frame(self.sock.fileno(), {"type": "run", "task": trial.task, "config": config,
-                                                 "limits": limits.__dict__},
+                write_frame(self.sock.fileno(), {"type": "run", "task": trial.task, "handler": handler,
+                                                 "config": config, "limits": limits.__dict__},
                             [trial.code.encode(), trial.resume or b""])
             except OSError as e:
                 self.kill()
@@ -204,8 +213,6 @@ class Jail:
 
 def _host_env(cfg: JailConfig) -> dict[str, str]:
     """bwrap itself gets no driver variables either (its /proc/1/environ would show them)."""
-    from .jail import environment
-
     return environment(cfg)
 
 
