@@ -27,6 +27,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ab.gpt.brute.fract.generation.manifest import Manifest  # noqa: E402
+from ab.gpt.brute.fract.tune.autotune import tune_packing, tune_variant  # noqa: E402
+from ab.gpt.brute.fract.tune.cache import TuneCache  # noqa: E402
+from ab.gpt.brute.fract.tune.synthetic import decision_bucket, dominant_shape, shape_class_of_spec  # noqa: E402
+
 SUBSET = Path("/work/shared/data/cifar-10-subset/cifar-10-batches-py")
 NARROW = ["8,16,32", "16,32", "16,32,64"]
 
@@ -76,12 +83,6 @@ def spread(xs: list[float]) -> str:
 
 def fill_tuned(models: Path, cache: Path) -> float:
     """Probe every decision bucket of the sweep and the packing without a budget, into `cache`; seconds."""
-    sys.path.insert(0, str(REPO))
-    from ab.gpt.brute.fract.manifest import Manifest
-    from ab.gpt.brute.fract.tune.autotune import tune_packing, tune_variant
-    from ab.gpt.brute.fract.tune.cache import TuneCache
-    from ab.gpt.brute.fract.tune.synthetic import decision_bucket, dominant_shape, shape_class_of_spec
-
     recs = Manifest.load(models).valid()
     tc = TuneCache(cache)
     t = time.perf_counter()

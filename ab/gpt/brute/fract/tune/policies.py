@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from . import budget
 from . import compile as tcompile
 from . import memory
@@ -75,8 +77,6 @@ class SweepPolicies:
     def parallel(self) -> int:
         """Trials the sweep could run at once, at most: every core (CPU) or GPU busy."""
         if self.device == "cuda":
-            import torch
-
             return max(1, torch.cuda.device_count())
         return usable_cores()
 
