@@ -1,5 +1,4 @@
 """The sweep plan: FLOP totals, run order, wall-time scheduling, and `NNEval --plan` on generated models."""
-import json
 import re
 
 import pytest
