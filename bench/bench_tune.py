@@ -125,7 +125,8 @@ def main() -> None:
         print(f"  {label:13s} {wall:6.1f} s  (load {start_load}; {probes(out)})", flush=True)
         return wall
 
-    print(f"\nA. sweep: {len(list(models.glob('*.py')))} narrow models, 1 epoch of {a.data_dir}")
+    if a.repeats or a.tuned:
+        print(f"\nA. sweep: {len(list(models.glob('*.py')))} narrow models, 1 epoch of {a.data_dir}")
     latest: Path | None = None
     for i in range(a.repeats):
         fresh = root / f"cold{i}.json"
@@ -153,11 +154,12 @@ def main() -> None:
     for label, xs in walls.items():
         if xs:
             print(f"{label:13s} {spread(xs)}")
-    print(f"cold / warm per pair: {', '.join(f'{r:.2f}' for r in pairs)}; of the medians "
-          f"{statistics.median(walls['cold']) / statistics.median(walls['warm']):.2f} (goal <= 1.15)")
-    if walls["tuned"]:
+    if pairs:
+        print(f"cold / warm per pair: {', '.join(f'{r:.2f}' for r in pairs)}; of the medians "
+              f"{statistics.median(walls['cold']) / statistics.median(walls['warm']):.2f} (goal <= 1.15)")
+    if walls["tuned"] and walls["cold"]:
         print(f"cold / tuned: {statistics.median(walls['cold']) / statistics.median(walls['tuned']):.2f}")
-    if walls["baseline cold"]:
+    if walls["baseline cold"] and walls["cold"]:
         print(f"baseline cold / cold: {statistics.median(walls['baseline cold']) / statistics.median(walls['cold']):.2f}")
 
     print(f"\nB. NNEval --plan --epochs 1 on {len(list(tiny.glob('*.py')))} tiny models, empty tuning cache")
