@@ -15,7 +15,7 @@ from ab.gpt.brute.fract.tune.synthetic import ShapeClass, decision_bucket, shape
 
 TINY = ShapeClass.of((4, 8), 2)
 KW = {"rounds": 2, "min_s": 0.02}
-# the 8 narrow models of bench_tune's sweep (AlterNNFN --generator stratified, seed 0): spec and forward FLOPs
+# 8 narrow models (AlterNNFN --generator stratified --seed 0 over 16-32-64, 16-32 and 8-16-32): spec, forward FLOPs
 SWEEP = [({"depth": 1, "columns": 1, "channels": [8]}, 442528),
          ({"depth": 1, "columns": 3, "channels": [8]}, 16793760),
          ({"depth": 2, "columns": 1, "channels": [8, 16]}, 1032512),
