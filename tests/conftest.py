@@ -83,7 +83,7 @@ def tune_cache(tmp_path_factory) -> Path:
 # Folders whose tests share an expensive session fixture (a trained sweep, built models, an installed plugin)
 # or a machine-wide service (Ray): under pytest-xdist (`--dist loadgroup`) each runs on one worker, so the fixture
 # is built once; every other test is spread over the workers one by one.
-SHARED_FIXTURE_DIRS = ("lemur", "report", "llm", "distributed")
+SHARED_FIXTURE_DIRS = ("lemur", "report", "llm", "distributed", "study")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -11,6 +11,7 @@ cifar-10-batches-py folder), else <LEMUR root>/data (downloaded as nn-dataset do
 """
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import click
@@ -23,6 +24,7 @@ from ab.gpt.brute.fract.util.paths import models_dir, new_lemur_dir
 from ab.gpt.brute.fract.sweep import halving_sweep, plan_halving
 from ab.gpt.brute.fract.sweep import plan as tplan
 from ab.gpt.brute.fract.sweep.halving import sweep_rungs
+from ab.gpt.brute.fract.trial.gpus import select, visible_gpus
 
 
 def _mode(choice: str) -> bool | str:
@@ -48,24 +50,44 @@ def summary_rows(outcome: SweepOutcome) -> list[list[str]]:
     return rows
 
 
-def print_summary(outcome: SweepOutcome) -> None:
+SHOWN = 10  # rows of the end-of-run table; the full table goes to a CSV file
+TABLE = "last_run.csv"
+
+
+def _best_first(rows: list[list[str]]) -> list[list[str]]:
+    return sorted(rows, key=lambda r: (r[1] != "trained", -float(r[2]) if r[2] != "-" else 0.0, r[0]))
+
+
+def print_summary(outcome: SweepOutcome, out: Path | None = None) -> None:
+    """The run's counts and its best SHOWN models; with more, the full table is written to out/last_run.csv."""
     head = ["model", "status", "accuracy", "img/s", "peak MB", "time s", "message"]
-    rows = summary_rows(outcome)
-    if rows:
+    rows = _best_first(summary_rows(outcome))
+    if len(rows) > SHOWN and out is not None:
+        path = Path(out) / TABLE
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerows([head] + rows)
+    shown = rows[:SHOWN]
+    if shown:
+        title = "NNEval summary (this run)" if len(rows) <= SHOWN else \
+            f"NNEval summary (this run): the best {SHOWN} of {len(rows)} models"
         try:
             from rich.console import Console
             from rich.table import Table
 
-            table = Table(title="NNEval summary (this run)")
+            table = Table(title=title)
             for h in head:
                 table.add_column(h, overflow="fold")
-            for row in rows:
+            for row in shown:
                 table.add_row(*row)
             Console(width=160).print(table)
         except ImportError:
-            widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-            for row in [head] + rows:
+            click.echo(title)
+            widths = [max(len(h), *(len(r[i]) for r in shown)) for i, h in enumerate(head)]
+            for row in [head] + shown:
                 click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        if len(rows) > SHOWN:
+            click.echo(f"{len(rows) - SHOWN} more models" + (f": the full table is in {Path(out) / TABLE}"
+                                                             if out is not None else ""))
     s, last = outcome.summary, outcome.summary.get("last_run", {})
     counts = ", ".join(f"{k} {v}" for k, v in last.get("counts", {}).items() if v)
     rate = last.get("success_rate")
@@ -101,8 +123,9 @@ _COMMON = cli_util.option_group(
     cli_util.option("--filter", "pattern", show_default="all models",
            help="only models whose name matches this glob, e.g. 'FractalNet-N2-*'"),
     cli_util.option("--limit", type=click.IntRange(min=1), show_default="all", help="evaluate at most this many models"),
-    cli_util.option("--device", type=cli_util.Device(indexed=False), default="auto",
-           help="where models train; auto: cuda when torch sees a GPU, else cpu"),
+    cli_util.option("--device", type=cli_util.Device(auto=True, several=True), default="auto",
+           help="where trials train: auto (every visible GPU, else the CPU), cpu, cuda (every visible GPU), "
+                "cuda:N or cuda:0,2 (the listed GPUs); each jail sees only its own GPU"),
     cli_util.option("--db", type=cli_util.Path(dir_okay=False, path_type=Path), show_default="<LEMUR root>/db/ab.nn.db",
            help="nn-dataset SQLite DB the results are registered in"),
     cli_util.option("--no-register", is_flag=True, help="write the results folder only, no DB rows"),
@@ -150,6 +173,10 @@ _CLUSTER = cli_util.option_group(
                 "fastest here"),
     cli_util.option("--threads", type=cli_util.Threads(), show_default="CPUs / workers",
            help="torch threads per worker, at most the CPUs"),
+    cli_util.option("--trials-per-gpu", type=cli_util.IntOrAuto(min=1, max=64), default="auto",
+           help="trials sharing one GPU at once; auto: the count a short probe of the sweep's dominant shape class "
+                "measured fastest in aggregate, within each trial's measured peak memory (cached per GPU model); "
+                "with --executor ray it sets --gpus-per-trial to 1/K"),
     cli_util.option("--executor", type=click.Choice(["local", "ray"]), default="local",
            help="local: jailed processes on this machine; ray: jailed Ray tasks on a cluster"),
     cli_util.option("--address", show_default="start a local Ray", help="Ray cluster address, e.g. HEAD_IP:6379"),
@@ -194,7 +221,7 @@ _LIMITS = cli_util.option_group(
 @_LIMITS
 def main(models, results, pattern, limit, device, db, no_register, fetch_lemur_db, data_dir, retry_failed, quiet,
          epochs, batch, lr, momentum, dropout, transform, seeds, seed, train_limit, test_limit, save_best, schedule,
-         eta, rungs, min_keep, order, workers, threads, executor, address, gpus_per_trial, cpus_per_trial,
+         eta, rungs, min_keep, order, workers, threads, trials_per_gpu, executor, address, gpus_per_trial, cpus_per_trial,
          memory_per_trial_gb, amp, checkpointing, channels_last, compile_mode, tune_cache, timeout, memory_gb,
          unsafe_no_jail, plan):
     """Train generated models on CIFAR-10, write LEMUR-format results and register them in the DB."""
@@ -207,6 +234,14 @@ def main(models, results, pattern, limit, device, db, no_register, fetch_lemur_d
             halving_rungs = sweep_rungs(epochs, eta, rungs, min_keep)
         except ValueError as e:  # --rungs past --epochs: the one rule the sweep applies, checked before anything runs
             raise click.UsageError(str(e)) from None
+    if gpus_per_trial is not None and trials_per_gpu != "auto":
+        raise click.BadParameter("give --trials-per-gpu or --gpus-per-trial, not both (--gpus-per-trial is 1/K)",
+                                 param_hint="--trials-per-gpu")
+    if device.startswith("cuda") and executor == "local":  # every listed GPU must be here, before anything runs
+        try:
+            select(cli_util.parse_device(device), visible_gpus())
+        except ValueError as e:
+            raise click.BadParameter(str(e).removeprefix(f"--device {device}: "), param_hint="--device") from None
     if address and executor != "ray":
         raise click.BadParameter("--address needs --executor ray", param_hint="--address")
     for name, value in (("--gpus-per-trial", gpus_per_trial), ("--cpus-per-trial", cpus_per_trial),
@@ -217,7 +252,7 @@ def main(models, results, pattern, limit, device, db, no_register, fetch_lemur_d
     if plan:  # what the sweep would cost, calibrated on this device; nothing is trained or written
         p = tplan.plan_sweep(models or models_dir(), results or new_lemur_dir(), pattern, limit, retry_failed, epochs,
                              seeds, batch, train_limit, test_limit, data_dir, device, workers,
-                             _mode(checkpointing), threads=threads,
+                             _mode(checkpointing), threads=threads, trials_per_gpu=trials_per_gpu,
                              cache_path=tune_cache, echo=say)
         tplan.render(p, echo=click.echo)
         if schedule == "halving":
@@ -235,7 +270,7 @@ def main(models, results, pattern, limit, device, db, no_register, fetch_lemur_d
                       epochs=epochs, batch=batch, lr=lr, momentum=momentum, dropout=dropout, transform=transform,
                       seeds=seeds, seed=seed, amp=_mode(amp), checkpointing=_mode(checkpointing),
                       channels_last=_mode(channels_last), compile=compile_mode,
-                      device=device, data_dir=data_dir, train_limit=train_limit, test_limit=test_limit, db=db,
+                      device=device, trials_per_gpu=trials_per_gpu, data_dir=data_dir, train_limit=train_limit, test_limit=test_limit, db=db,
                       register=not no_register, fetch_lemur_db=fetch_lemur_db, workers=workers, executor=executor,
                       address=address, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial or 1.0,
                       memory_per_trial_gb=memory_per_trial_gb, order=order, timeout=timeout, memory_gb=memory_gb,
@@ -244,13 +279,8 @@ def main(models, results, pattern, limit, device, db, no_register, fetch_lemur_d
                       rungs=rungs, min_keep=min_keep)
     if unsafe_no_jail:
         click.echo("WARNING: --unsafe-no-jail: model code runs WITHOUT the jail (debugging only)", err=True)
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise click.BadParameter("torch sees no CUDA device", param_hint="--device")
     outcome = run_sweep(cfg, say=lambda m: click.echo(m, err=True))
-    print_summary(outcome)
+    print_summary(outcome, cfg.out)
     return 2 if outcome.stat_errors else 0  # each was reported (one line per model); the rest went on
 
 
@@ -258,7 +288,7 @@ def main(models, results, pattern, limit, device, db, no_register, fetch_lemur_d
 eval_cmd = cli_util.derive(main, "eval", drop=["plan"], epilog=examples("nn-gpt-fractal eval", plan=False))
 PLANNED = {"models", "results", "pattern", "limit", "retry_failed", "device", "data_dir", "quiet", "epochs", "batch",
            "seeds", "train_limit", "test_limit", "schedule", "eta", "rungs", "min_keep", "workers", "threads",
-           "checkpointing", "tune_cache"}  # what the plan reads; every other option keeps its default
+           "checkpointing", "trials_per_gpu", "tune_cache"}  # what the plan reads; every other option keeps its default
 plan_cmd = cli_util.derive(
     main, "plan", keep=PLANNED, fixed={"plan": True},
     help="Estimate a sweep before running it: FLOPs, time on this machine (calibrated by short probes), run "

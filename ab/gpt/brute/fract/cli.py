@@ -38,6 +38,8 @@ COMMANDS = {
                    "LEMUR"),
     "plugins": Entry("ab.gpt.brute.fract.AlterNNFN", "plugins_cmd", "list loaded plugins and their contributions",
                      "Extending"),
+    "study": Entry("ab.gpt.brute.fract.study.__main__", "main", "run or plan a declared study (study.toml) end to end",
+                   "Pipeline"),
 }
 
 

@@ -76,7 +76,7 @@ def _common_options(what: str, name: bool):
     if name:
         opts.append(cli_util.option("--name", type=cli_util.FileStem(), default="map",
                                     help="base name of the written files"))
-    opts += [cli_util.option("--device", type=cli_util.Device(), default="cpu",
+    opts += [cli_util.option("--device", type=cli_util.Device(auto=True), default="cpu",
                              help="where the networks train; auto: cuda when torch sees a GPU, else cpu"),
              cli_util.quiet_option("no progress bar")]
     return cli_util.option_group("Common", *opts)

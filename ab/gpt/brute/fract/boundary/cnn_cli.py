@@ -29,8 +29,9 @@ from .config import Axis, check_memory
                     show_default="<LEMUR root>/out/boundary-cnn/<model name>",
                     help="output folder for the map files and finished tiles; a rerun resumes"),
     cli_util.option("--name", type=cli_util.FileStem(), default="map", help="base name of the written files"),
-    cli_util.option("--device", type=cli_util.Device(indexed=False), default="cpu",
-                    help="where pixels train; auto: cuda when torch sees a GPU, else cpu"),
+    cli_util.option("--device", type=cli_util.Device(auto=True), default="cpu",
+                    help="where pixels train: auto (cuda when torch sees a GPU, else cpu), cpu or cuda; pick the GPU "
+                         "with CUDA_VISIBLE_DEVICES"),
     cli_util.option("--data-dir", type=cli_util.Path(), show_default="$NN_GPT_FRACTAL_CIFAR, then <LEMUR root>/data",
                     help="cifar-10-batches-py folder"),
     cli_util.quiet_option("no progress bar"))
@@ -99,6 +100,9 @@ def cnn_cmd(model_path, grid, lr_range, momentum_range, lr_late_range, momentum,
     \b
     Writes <name>.npy, <name>_arrays.npz, <name>.json, <name>.png, <name>_raw.png under --maps.
     """
+    if ":" in device:
+        raise click.BadParameter(f"{device}: the map uses one device; give cuda and pick the GPU with "
+                                 f"CUDA_VISIBLE_DEVICES={device.split(':')[1]}", param_hint="--device")
     nx, ny = res_x or res, res_y or res
     x = Axis("lr", *lr_range, nx, True)
     y = (Axis("momentum", *momentum_range, ny, False) if grid == "lr-momentum"

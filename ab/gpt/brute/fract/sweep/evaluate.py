@@ -30,6 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+import torch
 from tqdm import tqdm
 
 from ..util import folder_lock
@@ -49,6 +50,10 @@ from ..tune.policies import SweepPolicies, checkpointing_record
 from ..generation.generate import file_intact
 from . import halving_sweep
 from ..lemur.register import LemurDB, StatFileError
+from ..util.cli import parse_device
+from ..trial.gpus import Gpu, select, slot_gpus, visible_gpus
+from ..tune import gpu_packing
+from ..tune.synthetic import dominant_shape
 
 
 
@@ -71,7 +76,8 @@ class SweepConfig:
     channels_last: bool | str = "auto"
     compile: str = "auto"  # torch.compile: auto, on, off
     tune_cache: Path | None = None  # the per-machine tuning cache (None: tune.cache.default_path())
-    device: str = "auto"
+    device: str = "auto"  # auto, cpu, cuda (every visible GPU), cuda:N or cuda:0,2
+    trials_per_gpu: int | str = "auto"  # trials sharing one GPU, or "auto" (tune/gpu_packing.py)
     data_dir: str | None = None
     train_limit: int | None = None
     test_limit: int | None = None
@@ -81,7 +87,7 @@ class SweepConfig:
     workers: int | str = 1  # local jailed trials at once, or "auto" (the tuner's CPU packing)
     executor: str = "local"
     address: str | None = None
-    gpus_per_trial: float | None = None  # Ray: GPU share of a trial (None: 1 on CUDA, else 0)
+    gpus_per_trial: float | None = None  # Ray: GPU share of a trial (None: 1 / trials per GPU on CUDA, else 0)
     cpus_per_trial: float = 1.0  # Ray: CPUs of a trial
     memory_per_trial_gb: float | None = None  # Ray: memory reserved per trial (None: an estimate)
     order: str = "longest"  # longest (manifest FLOPs, descending) or file
@@ -94,6 +100,7 @@ class SweepConfig:
     eta: int = 3  # halving: the best 1/eta of a rung go on
     rungs: tuple[int, ...] | None = None  # halving: budgets before the full one (None: make_rungs)
     min_keep: int = 1  # halving: at least this many go on from a rung
+    eval_column: str | None = None  # "deepest": score a fractal net's deepest column alone (training unchanged)
     quiet: bool = False
     static_check: bool = True  # the first filter; off only to show the jail holds without it
     unsafe_no_jail: bool = False  # debugging only
@@ -150,7 +157,7 @@ def trial_config(cfg: SweepConfig, seed: int, norm, threads: int | None, device:
             "transform": cfg.transform, "seed": seed, "amp": cfg.amp, "checkpointing": cfg.checkpointing,
             "channels_last": cfg.channels_last, "compile": cfg.compile == "on", "device": device, "threads": threads,
             "train_limit": cfg.train_limit, "test_limit": cfg.test_limit, "norm": [list(v) for v in norm],
-            "save_best": cfg.save_best, "eval_batch": 256, **(policies or {})}
+            "save_best": cfg.save_best, "eval_batch": 256, "eval_column": cfg.eval_column, **(policies or {})}
     conf["config_hash"] = config_hash(conf)
     return conf
 
@@ -259,12 +266,10 @@ def _sweep(cfg: SweepConfig, entries: list[ModelEntry], out: Path, say) -> Sweep
         todo, done = halving_sweep.select(cfg, entries, out)
     outcome.skipped = len(done)
 
-    import torch
-
-    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    if cfg.executor == "ray" and cfg.gpus_per_trial is not None and cfg.device != "cpu":
-        cuda = cfg.gpus_per_trial > 0  # the nodes' GPUs, whatever the driver has
+    cuda = uses_cuda(cfg)
     record_cfg = {**asdict(cfg), "device": "cuda" if cuda else "cpu"}
+    if cuda and cfg.executor == "local":
+        record_cfg["gpus"] = [g.label for g in sweep_gpus(cfg)]
     data = None
     if todo:  # bad data input fails here, before anything is created
         data = prepare(locate(cfg.data_dir), lemur_root() / "out" / "cache").to_dict()
@@ -328,38 +333,79 @@ def saved_progress(work: Path, conf: dict) -> tuple[list[dict], bytes | None]:
     return history, state
 
 
+def uses_cuda(cfg: SweepConfig) -> bool:
+    """Whether the sweep's trials train on GPUs (a Ray sweep: on the nodes' GPUs, whatever the driver has)."""
+    choice = parse_device(cfg.device)
+    if choice.kind == "cpu":
+        return False
+    if cfg.executor == "ray" and cfg.gpus_per_trial is not None:
+        return cfg.gpus_per_trial > 0
+    return choice.kind == "cuda" or bool(visible_gpus())
+
+
+def sweep_gpus(cfg: SweepConfig) -> list[Gpu]:
+    """The local GPUs the sweep's jails use (--device), [] on the CPU; ValueError for a GPU not here."""
+    if cfg.executor != "local":
+        return []
+    return select(parse_device(cfg.device), visible_gpus())
+
+
+def ray_gpus_per_trial(cfg: SweepConfig, cuda: bool, trials_per_gpu: int) -> float:
+    """Ray's GPU share of one trial: --gpus-per-trial, else 1/K of the --trials-per-gpu decision (0 on CPU)."""
+    if not cuda:
+        return 0.0
+    return float(cfg.gpus_per_trial) if cfg.gpus_per_trial is not None else 1.0 / max(1, trials_per_gpu)
+
+
 def _executor(cfg: SweepConfig, limits: TrialLimits, run_dir: Path, cuda: bool, data: dict, threads: int,
-              workers: int = 1):
+              workers: int = 1, trials_per_gpu: int = 1):
     jail_data = {k: data[k] for k in ("train_x", "train_y", "test_x")}  # never the test labels
     if cfg.executor == "ray":
-        gpus = cfg.gpus_per_trial if cfg.gpus_per_trial is not None else float(cuda)
+        gpus = ray_gpus_per_trial(cfg, cuda, trials_per_gpu)
         memory = int(cfg.memory_per_trial_gb * 2**30) if cfg.memory_per_trial_gb else None
-        return RayExecutor(limits, data=jail_data, address=cfg.address, gpus=gpus if cuda else 0,
+        return RayExecutor(limits, data=jail_data, address=cfg.address, gpus=gpus,
                            cpus=cfg.cpus_per_trial, memory=memory, threads=threads)
+    gpus = slot_gpus(sweep_gpus(cfg), trials_per_gpu) if cuda else None
     return LocalExecutor(workers, limits, scratch=None, data=jail_data, threads=threads, cuda=cuda,
-                         unsafe_no_jail=cfg.unsafe_no_jail)
+                         unsafe_no_jail=cfg.unsafe_no_jail, gpus=gpus)
 
 
 def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bool, record_cfg: dict,
-                  say: Callable[[str], None], population: list[ModelEntry] | None = None
-                  ) -> tuple[SweepPolicies, int, int]:
+                  say: Callable[[str], None], population: list[ModelEntry] | None = None,
+                  budget_of: tuple[int, int, int] | None = None) -> tuple[SweepPolicies, int, int]:
     """The sweep's policy resolver and its (workers, threads); `--workers auto` is decided here and noted
     in the run's config record. `population` (default `todo`) is what the packing is decided for: a halving
     rung passes the whole schedule's models, so a model trains with the same threads in every rung (the
-    thread count changes a kernel's summation order, and so the numbers)."""
+    thread count changes a kernel's summation order, and so the numbers). The probes' budget is set from
+    the population's estimated training time, or from `budget_of` (epochs, training images, seeds) when the
+    sweep the decisions are for is another (the plan's calibration)."""
     import numpy as np
 
     train_images = len(np.load(data["train_x"], mmap_mode="r", allow_pickle=False))
     if cfg.train_limit:
         train_images = min(train_images, cfg.train_limit)
     pol = SweepPolicies(cfg.amp, cfg.channels_last, cfg.compile, cfg.checkpointing, "cuda" if cuda else "cpu",
-                        cfg.batch, cfg.epochs, train_images, cfg.tune_cache, say)
+                        cfg.batch, cfg.epochs, train_images, cfg.tune_cache, say, seeds=cfg.seeds, budget_of=budget_of)
     cores = len(os.sched_getaffinity(0))
     population = population or todo
-    pol.prepare([e.spec for e in population])
+    gpus = sweep_gpus(cfg) if cuda else []
+    if gpus:  # the driver's probes run on the sweep's first GPU
+        torch.cuda.set_device(gpus[0].index)
+    pol.prepare([(e.spec, e.flops) for e in population])
+    if cuda and (gpus or cfg.executor == "ray"):
+        probe_on = gpus or (visible_gpus()[:1] if cfg.executor == "ray" else [])  # Ray: the driver's GPU
+        per_gpu, rec = decide_trials_per_gpu(cfg, pol, population, probe_on, say)
+        pol.trials_per_gpu = per_gpu
+        record_cfg["trials_per_gpu"], record_cfg["gpu_packing"] = per_gpu, rec
+    if gpus:
+        torch.cuda.empty_cache()  # what the driver's probes cached goes back to the trials
     if cfg.executor == "ray":
         return pol, 1, cfg.threads or max(1, int(cfg.cpus_per_trial))
-    if cfg.workers == "auto":
+    if gpus:  # K trials on each GPU; the CPU cores shared among all of them
+        workers = len(gpus) * pol.trials_per_gpu
+        threads = max(1, cores // workers)
+        record_cfg["workers"] = workers
+    elif cfg.workers == "auto":
         workers, threads, rec = pol.packing([(e.spec, e.flops) for e in population], cores)
         if workers > len(population) * cfg.seeds:  # fewer trials than workers: give each the cores
             workers = len(population) * cfg.seeds
@@ -369,6 +415,33 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
         workers, threads = int(cfg.workers), max(1, cores // int(cfg.workers))
     pol.workers = workers
     return pol, workers, cfg.threads or threads
+
+
+def decide_trials_per_gpu(cfg: SweepConfig, pol: SweepPolicies, population: list[ModelEntry], gpus: list[Gpu],
+                          say: Callable[[str], None]) -> tuple[int, dict]:
+    """(trials per GPU, record): --trials-per-gpu K, or auto: the packing probe of the sweep's dominant shape
+    class on the first of `gpus` (the sweep's; for Ray, the driver's own), cached per GPU model; a Ray driver
+    without a GPU keeps 1."""
+    if cfg.trials_per_gpu != "auto":
+        k = int(cfg.trials_per_gpu)
+        return k, {"trials_per_gpu": k, "reason": f"--trials-per-gpu {k}"}
+    if cfg.executor == "ray" and cfg.gpus_per_trial is not None:
+        return 1, {"trials_per_gpu": 1, "reason": f"--gpus-per-trial {cfg.gpus_per_trial:g}"}
+    if not gpus:
+        return 1, {"trials_per_gpu": 1, "reason": "auto: no local GPU to probe; 1 trial per GPU"}
+    trials = len(population) * cfg.seeds
+    if trials <= len(gpus):
+        return 1, {"trials_per_gpu": 1, "reason": f"auto: {trials} trial(s) on {len(gpus)} GPU(s), nothing to pack"}
+    shape = dominant_shape([(e.spec, e.flops) for e in population])
+    variant = pol.variant_for(shape)
+    device = f"cuda:{gpus[0].index}"
+    entry, cached = gpu_packing.measure(shape, cfg.batch, variant, device, pol.cache)
+    d = gpu_packing.decide(gpu_packing.figures(entry), int(entry["peak_bytes"]), gpus[0].memory)
+    k = min(d["trials_per_gpu"], -(-trials // len(gpus)))  # no slot left idle
+    say(f"trials per GPU auto: {d['reason']} (class {shape.key}, {variant}"
+        + (", cached)" if cached else f", probed in {entry.get('probe_s', 0):.0f} s)"))
+    return k, {"trials_per_gpu": k, "reason": d["reason"], "shape": shape.key, "variant": variant,
+               "measured": entry["measured"], "peak_bytes": entry["peak_bytes"]}
 
 
 def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome, say=print, write_model=None,
@@ -425,7 +498,7 @@ def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome, say=pri
                     settle(e, s, conf, res, len(history), pol)
                     continue
                 if executor is None:
-                    executor = _executor(cfg, limits, run_dir, cuda, data, threads, workers)
+                    executor = _executor(cfg, limits, run_dir, cuda, data, threads, workers, policies.trials_per_gpu)
                 trial = Trial("train", code, conf, cfg.timeout, labels=data["test_y"], resume=state,
                               history=history, state_dir=str(work))
                 pending[executor.submit(trial, bars.event(f"{e.name} s{s}"))] = (e, s, work, conf, len(history), pol)
