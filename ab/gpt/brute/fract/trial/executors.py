@@ -28,8 +28,9 @@ class LocalExecutor:
         self.workers, self.limits = max(1, workers), limits
         self._tmp = tempfile.TemporaryDirectory(prefix="fractal-jails-") if scratch is None else None
         root = Path(self._tmp.name if self._tmp else scratch).absolute()
-        self.configs = [JailConfig(scratch=root / f"jail{k}", data=dict(data or {}), threads=threads,
-                                   uid=model_uid(k), cuda=cuda, unsafe_no_jail=unsafe_no_jail, warm_space=warm_space)
+        self.configs = [JailConfig(scratch=root / f"jail{k}", scratch_mb=limits.disk_mb, data=dict(data or {}),
+                                   threads=threads, uid=model_uid(k), cuda=cuda, unsafe_no_jail=unsafe_no_jail,
+                                   warm_space=warm_space)
                         for k in range(self.workers)]
         self._queue: queue.Queue = queue.Queue()
         self._busy = 0

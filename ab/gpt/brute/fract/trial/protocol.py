@@ -110,7 +110,9 @@ SCHEMA = {
              "threads": ((int,), True), "device": ((str,), True),
              # --checkpointing auto: the bytes one training forward saves and the budget they were held to
              "saved_bytes": ((int, type(None)), False), "memory_budget": ((int, type(None)), False),
-             "compile": ((bool,), False)},
+             "compile": ((bool,), False),
+             # bytes of the model's parameters and buffers: what bounds each epoch's state
+             "state_bytes": ((int,), False)},
     "epoch": {"epoch": ((int,), True), "train_loss": (_NUM + (type(None),), True),
               "train_accuracy": (_NUM + (type(None),), True), "images": ((int,), True),
               "train_time_s": (_NUM, True), "epoch_time_s": (_NUM, True),
@@ -161,6 +163,29 @@ def logits(raw: bytes, n_test: int) -> np.ndarray:
         raise ProtocolError(f"logits of {len(raw)} bytes, expected float32 [{n_test}, {NUM_CLASSES}] "
                             f"({want} bytes)")
     return np.frombuffer(raw, dtype="<f4").reshape(n_test, NUM_CLASSES).astype(np.float64)
+
+
+OPTIMIZER_FACTOR = 3  # the model's tensors, and up to two optimizer buffers per parameter (Adam's moments)
+STATE_SLACK = 1 << 20  # the safetensors header, optimizer metadata, a scaler
+
+
+def state_bound(state_bytes: int, limit: int) -> int:
+    """The largest state a model with `state_bytes` of parameters and buffers can legitimately send."""
+    return min(limit, OPTIMIZER_FACTOR * state_bytes + STATE_SLACK)
+
+
+def tensor_shapes(raw: bytes) -> dict[str, tuple]:
+    """name -> (dtype, shape) of a checked safetensors blob's tensors."""
+    (n,) = struct.unpack("<Q", raw[:8])
+    head = json.loads(raw[8:8 + n].decode("utf-8"))
+    return {k: (v.get("dtype"), tuple(v.get("shape") or ())) for k, v in head.items() if k != "__metadata__"}
+
+
+def model_bytes(raw: bytes) -> int:
+    """Bytes of the model's own tensors (names under model/) in a checked safetensors blob."""
+    (n,) = struct.unpack("<Q", raw[:8])
+    head = json.loads(raw[8:8 + n].decode("utf-8"))
+    return sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in head.items() if k.startswith("model/"))
 
 
 def check_safetensors(raw: bytes, limit: int) -> None:
