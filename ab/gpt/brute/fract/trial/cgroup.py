@@ -170,6 +170,12 @@ class Cgroups:
             return cls(1, v1)
         if v1:
             raise CgroupUnavailable(f"cgroup v1 mounts only {sorted(v1)}, not both memory and pids")
+        return cls.detect_v2(mounts, own)
+
+    @classmethod
+    def detect_v2(cls, mounts=None, own=None) -> "Cgroups":
+        """A v2 group of this process with memory and pids delegated; raises CgroupUnavailable."""
+        mounts, own = mounts or _mounts(), own or _own_groups()
         v2 = [(point, root) for point, root, fstype, _ in mounts if fstype == "cgroup2"]
         if not v2 or "" not in own:
             raise CgroupUnavailable("no cgroup v1 memory/pids hierarchy and no cgroup v2 mount")

@@ -250,6 +250,13 @@ class Jail:
             os.close(r)
 
 
+def _host_env(cfg: JailConfig) -> dict[str, str]:
+    """bwrap itself gets no driver variables either (its /proc/1/environ would show them)."""
+    from .jail import environment
+
+    return environment(cfg)
+
+
 def account(res: TrialResult, figures: dict) -> TrialResult:
     """A trial that went past a budget ends with which one and the figure, even when its model still
     finished (cgroup v1 kills only the largest process of the group); every trial carries its budget record."""
