@@ -92,9 +92,10 @@ def stat_trials(name: str, config: dict, seeds: list[dict], spec: dict | None = 
     """{epoch: [trial per seed]} in nn-dataset's stat JSON format (see the module docstring).
 
     config: lr, momentum, batch, epochs, transform, amp, checkpointing, device (channels_last optional).
-    seeds: the runner's per-seed results: seed, params, device, amp, checkpointing, channels_last and epochs [{epoch, accuracy, train_loss, val_loss,
-    train_accuracy, gradient_norm, epoch_time_s, train_time_s, images_per_s, peak_memory_mb, duration_ns,
-    system {the train_stat machine fields, lemur.system}}]."""
+    seeds: the sweep's per-seed results (evaluate.seed_result): seed, params, flops, device, amp, checkpointing,
+    channels_last, budget, self_reported {claims} and epochs [{epoch, accuracy, val_loss, duration_ns, wall_s,
+    samples_per_second (the driver's), the self-reported train_loss, train_accuracy, gradient_norm,
+    epoch_time_s, train_time_s, images_per_s, peak_memory_mb, and system {the train_stat machine fields}}]."""
     prm = trial_prm(config, spec)
     uid = uuid4(prm)
     out: dict[int, list[dict]] = {}

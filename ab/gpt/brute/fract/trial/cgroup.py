@@ -211,7 +211,12 @@ class Cgroups:
 
     @staticmethod
     def _try_create(parents: dict[str, Path]) -> None:
+        """Remove the groups of drivers that are gone (killed before they could), then try to make one."""
         for parent in parents.values():
+            for old in parent.glob(f"{PREFIX}-*"):
+                pid = old.name[len(PREFIX) + 1:].split("-")[0]
+                if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                    Budget(1, {"": old}, None, None, []).close()
             probe = parent / f"{PREFIX}-probe-{os.getpid()}"
             try:
                 probe.mkdir()
@@ -226,7 +231,7 @@ class Cgroups:
         try:
             for d in dirs.values():
                 if d.exists():  # a killed driver's leftover with the same name
-                    Budget(self.version, {"": d}, None, None, []).close()
+                    Budget(1, {"": d}, None, None, []).close()
                 d.mkdir()
             m, p = b._dir("memory"), b._dir("pids")
             if self.version == 1:

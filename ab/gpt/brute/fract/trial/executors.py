@@ -22,7 +22,7 @@ from .session import Jail, Trial, TrialLimits, TrialResult
 class LocalExecutor:
     def __init__(self, workers: int, limits: TrialLimits, scratch: Path | None = None,
                  data: dict[str, str] | None = None, threads: int = 1, cuda: bool = False,
-                 unsafe_no_jail: bool = False, warm_space: bool = False) -> None:
+                 unsafe_no_jail: bool = False, warm_space: bool = False, harden: bool = True) -> None:
         if not unsafe_no_jail:
             require_bwrap()  # one clear line now, before anything runs
         self.workers, self.limits = max(1, workers), limits
@@ -30,7 +30,7 @@ class LocalExecutor:
         root = Path(self._tmp.name if self._tmp else scratch).absolute()
         self.configs = [JailConfig(scratch=root / f"jail{k}", scratch_mb=limits.disk_mb, data=dict(data or {}),
                                    threads=threads, uid=model_uid(k), cuda=cuda, unsafe_no_jail=unsafe_no_jail,
-                                   warm_space=warm_space)
+                                   warm_space=warm_space, harden=harden)
                         for k in range(self.workers)]
         self._queue: queue.Queue = queue.Queue()
         self._busy = 0

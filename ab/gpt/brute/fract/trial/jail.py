@@ -47,6 +47,7 @@ class JailConfig:
     uid: int = UID_BASE
     cuda: bool = False
     unsafe_no_jail: bool = False  # debugging only: run the worker as a plain subprocess
+    harden: bool = True  # per-trial cgroups and the seccomp filter where the host has them (off: benchmarks only)
     warm_space: bool = False  # generation (many short trials): the zygote pre-validates trusted renders and
     # backs its heap with huge pages for cheap forks (about 2-3 s at start); training jails skip both
 
@@ -110,7 +111,8 @@ def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3, se
                   ) -> list[str]:
     """The full command line: bwrap with its options, then the worker."""
     cmd = [bwrap] + (["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else [])
-    cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--hostname", "jail", "--cap-drop", "ALL"]
+    cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--hostname", "jail", "--cap-drop", "ALL"]
     for cap in ZYGOTE_CAPS:
         cmd += ["--cap-add", cap]
     cmd += ["--clearenv"]
@@ -176,6 +178,9 @@ class Hardening:
                 **({"fallback": "; ".join(self.notes)} if self.notes else {})}
 
 
+NOT_HARDENED = Hardening(None, False, ("cgroups and seccomp switched off",))
+
+
 @functools.lru_cache(maxsize=None)
 def hardening() -> Hardening:
     """Detected once per driver; what is missing is said on stderr in one line each."""
@@ -199,7 +204,7 @@ def hardening() -> Hardening:
 
 def seccomp_fd(cfg: JailConfig) -> int | None:
     """A descriptor of the filter program for one bwrap start, or None (no jail, or no libseccomp)."""
-    return None if cfg.unsafe_no_jail or not hardening().seccomp else program_fd()
+    return None if cfg.unsafe_no_jail or not cfg.harden or not hardening().seccomp else program_fd()
 
 
 def require_bwrap() -> str:

@@ -27,7 +27,7 @@ import numpy as np
 from ..lemur.system import train_stat_system
 from . import protocol
 from .cgroup import Budget
-from .jail import JailConfig, JailError, command, hardening, seccomp_fd
+from .jail import NOT_HARDENED, JailConfig, JailError, command, hardening, seccomp_fd
 from .protocol import FrameReader, ProtocolError, write_frame
 
 STATE, HISTORY, BEST = "state.safetensors", "history.json", "best.safetensors"
@@ -119,7 +119,7 @@ class Jail:
                 os.chmod(f, mode | 0o444)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock = ours
-        self.hardening = hardening()
+        self.hardening = hardening() if cfg.harden else NOT_HARDENED
         filt = seccomp_fd(cfg)
         fds = [theirs.fileno()] + ([filt] if filt is not None else [])
         try:
@@ -181,7 +181,8 @@ class Jail:
 
     def _accounts(self, limits: TrialLimits, budget: Budget | None) -> dict:
         """The budgets of a trial and what the kernel counted (read before the groups are removed)."""
-        return {**self.hardening.record(), "scratch_limit_mb": limits.disk_mb, "scratch_files_limit": limits.max_files,
+        return {**self.hardening.record(), "scratch_limit_mb": limits.disk_mb,
+                "scratch_files_limit": limits.max_files,
                 **(budget.figures() if budget is not None else {})}
 
     def _budget(self, limits: TrialLimits) -> Budget | None:

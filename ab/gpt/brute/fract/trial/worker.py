@@ -43,6 +43,7 @@ PR_SET_DUMPABLE = 4
 MADV_COLLAPSE = 25  # Linux >= 6.1
 HUGE_PAGE = 2 << 20
 MAX_REQUEST = 2 << 30
+IPC_RMID = 0
 _WARM_MODEL = '''
 import torch, torch.nn as nn
 def supported_hyperparameters():
@@ -261,14 +262,13 @@ def _remove_ipc(uid: int) -> int:
             os.setgid(uid)
             os.setuid(uid)
             libc = ctypes.CDLL(None, use_errno=True)
-            ipc_rmid = 0
             for kind, ident in objs:
                 if kind == "shm":
-                    libc.shmctl(ident, ipc_rmid, None)
+                    libc.shmctl(ident, IPC_RMID, None)
                 elif kind == "sem":
-                    libc.semctl(ident, 0, ipc_rmid)
+                    libc.semctl(ident, 0, IPC_RMID)
                 else:
-                    libc.msgctl(ident, ipc_rmid, None)
+                    libc.msgctl(ident, IPC_RMID, None)
             rc = 0
         finally:
             os._exit(rc)
