@@ -230,3 +230,15 @@ def test_a_host_without_delegated_cgroup_v2_says_why():
         b = groups.budget("probe-test", 64 << 20, 8)
         b.close()
         assert not any(d.exists() for d in b.dirs.values())
+
+
+def test_an_innocent_state_is_streamed_to_disk_and_kept(ex, prepared, tmp_path):
+    from safetensors.numpy import load_file
+
+    trial = train_trial(INNOCENT, prepared, save_best=True, epochs=2)
+    trial.state_dir = str(tmp_path)
+    res = ex.submit(trial).result()
+    assert res.status == "trained" and len(res.epochs) == 2
+    kept = load_file(tmp_path / STATE)
+    assert kept["model/conv.weight"].shape == (8, 3, 3, 3) and (tmp_path / BEST).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [BEST, "history.json", STATE]  # nothing half-written

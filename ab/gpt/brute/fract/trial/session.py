@@ -31,6 +31,8 @@ from .jail import NOT_HARDENED, JailConfig, JailError, command, hardening, secco
 from .protocol import FrameReader, ProtocolError, write_frame
 
 STATE, HISTORY, BEST = "state.safetensors", "history.json", "best.safetensors"
+INCOMING = ".incoming.safetensors"  # an epoch's state while it arrives
+_IGNORED = object()
 STDERR_TAIL = 8192
 EXIT_GRACE = 5.0  # seconds past a trial's deadline for the zygote's clean-up report
 SELF_REPORTED = ["train_loss", "train_accuracy", "gradient_norm", "images_per_s", "epoch_time_s",
@@ -219,7 +221,7 @@ class Jail:
                     bound = getattr(judge, "payload_bound", None)  # set once the model said what it holds
                     if bound is not None:
                         reader.max_payload = bound()
-                    if (frame := reader.read(deadline)) is None:
+                    if (frame := reader.read(deadline, getattr(judge, "spill", None))) is None:
                         break
                     judge.take(*frame)
             except TimeoutError:
@@ -242,7 +244,9 @@ class Jail:
             if exit_frame is None or exit_frame[0].get("type") != "exit":
                 self.kill()
                 self.tail.thread.join(timeout=2)
-                return judge.finish(None, f"the jail exited: {self.tail.last_line() or 'no output'}")
+                res = judge.finish(None, f"the jail exited: {self.tail.last_line() or 'no output'}")
+                res.budget = self._accounts(limits, budget)
+                return res
             left = {k: exit_frame[0][k] for k in ("scratch_bytes", "scratch_files", "ipc_removed")
                     if isinstance(exit_frame[0].get(k), int)}
             return judge.finish({**exit_frame[0], "budget": {**self._accounts(limits, budget), **left}},
@@ -333,15 +337,16 @@ class _Judge:
         if h["epoch"] != want or want > int(self.trial.config.get("epochs", 0)):
             raise ProtocolError(f"epoch {h['epoch']} where epoch {want} of {self.trial.config.get('epochs')} was due")
         logits, state = payloads
-        if self.diverged:  # the driver already stopped believing in this trial; later epochs are ignored
+        try:
+            acc, val_loss = self._judge_epoch(h, logits, state)
+        except BaseException:
+            if isinstance(state, Path):
+                state.unlink(missing_ok=True)
+            raise
+        if acc is _IGNORED:
+            if isinstance(state, Path):
+                state.unlink(missing_ok=True)
             return
-        acc = val_loss = None
-        if not h["diverged"]:
-            acc, val_loss = protocol.score(logits, self.labels)
-            protocol.check_safetensors(state, self.state_limit())
-            self._check_shapes(state)
-        elif logits or state:
-            raise ProtocolError("a diverged epoch carries logits or state")
         now = time.monotonic()
         wall, self.mark = now - self.mark, now
         rec = {"epoch": h["epoch"], "accuracy": acc, "train_loss": h["train_loss"], "val_loss": val_loss,
@@ -357,7 +362,7 @@ class _Judge:
                "mean_step_s": h.get("mean_step_s"),
                "self_reported": SELF_REPORTED,
                # nn-dataset's train_stat machine fields, measured here, outside the jail
-               "system": train_stat_system(self.info.get("device", "cpu"))}
+               "system": train_stat_system(str(self.trial.config.get("device", "cpu")))}
         self.epochs.append(rec)
         if h["train_loss"] is None or val_loss is None:
             which = "training" if h["train_loss"] is None else "validation"
@@ -365,23 +370,45 @@ class _Judge:
         self._store(state, acc)
         self.on_event("epoch", rec)
 
-    def _check_shapes(self, state: bytes) -> None:
+    def spill(self, header: dict, index: int) -> Path | None:
+        """An epoch's state goes straight to a file beside the kept state, not into memory."""
+        if header.get("type") == "epoch" and index == 1 and self.trial.state_dir is not None:
+            return Path(self.trial.state_dir) / INCOMING
+        return None
+
+    def _judge_epoch(self, h: dict, logits: bytes, state: bytes | Path) -> tuple:
+        if self.diverged:  # the driver already stopped believing in this trial; later epochs are ignored
+            return _IGNORED, None
+        if h["diverged"]:
+            if logits or state:
+                raise ProtocolError("a diverged epoch carries logits or state")
+            return None, None
+        acc, val_loss = protocol.score(logits, self.labels)
+        self._check_shapes(protocol.check_safetensors(state, self.state_limit()))
+        return acc, val_loss
+
+    def _check_shapes(self, head: dict) -> None:
         """The state holds exactly the model's declared bytes, in the same tensors every epoch."""
         declared = self.info.get("state_bytes")
-        if declared is not None and protocol.model_bytes(state) != declared:
-            raise ProtocolError(f"state holds {protocol.model_bytes(state)} bytes of model tensors, the model "
+        if declared is not None and protocol.model_bytes(head) != declared:
+            raise ProtocolError(f"state holds {protocol.model_bytes(head)} bytes of model tensors, the model "
                                 f"declared {declared}")
-        shapes = protocol.tensor_shapes(state)
+        shapes = protocol.tensor_shapes(head)
         if self.shapes is not None and shapes != self.shapes:
             changed = sorted(set(shapes.items()) ^ set(self.shapes.items()))[:3]
             raise ProtocolError(f"state tensors changed between epochs: {changed}")
         self.shapes = shapes
 
-    def _store(self, state: bytes, acc: float | None) -> None:
+    def _store(self, state: bytes | Path, acc: float | None) -> None:
         if self.trial.state_dir is None:
             return
         d = Path(self.trial.state_dir)
-        if state:
+        if isinstance(state, Path):  # streamed here and checked: copied for the best, then moved into place
+            if self.trial.config.get("save_best") and acc is not None and acc > self.best:
+                shutil.copyfile(state, d / f".{BEST}.tmp")
+                os.replace(d / f".{BEST}.tmp", d / BEST)
+            os.replace(state, d / STATE)
+        elif state:
             save_atomic(d / STATE, state)
             if self.trial.config.get("save_best") and acc is not None and acc > self.best:
                 save_atomic(d / BEST, state)
