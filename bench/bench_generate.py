@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ab.gpt.brute.fract.generate import generate  # noqa: E402
+from ab.gpt.brute.fract.generation.generate import generate  # noqa: E402
 from ab.gpt.brute.fract.space.registry import build_registry  # noqa: E402
 from ab.gpt.brute.fract.space.space import Space  # noqa: E402
 

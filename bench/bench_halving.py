@@ -28,12 +28,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ab.gpt.brute.fract.manifest import Manifest  # noqa: E402
-from ab.gpt.brute.fract.results import load_runs  # noqa: E402
-from ab.gpt.brute.fract.tune.halving import (Rungs, parse_budgets, ranking, step, sweep_rungs,  # noqa: E402
-                                             trial_from_run)
-from ab.gpt.brute.fract.tune.plan import Plan, list_schedule  # noqa: E402
-from ab.gpt.brute.fract.tune.plan_halving import HalvingPlan  # noqa: E402
+from ab.gpt.brute.fract.generation.manifest import Manifest  # noqa: E402
+from ab.gpt.brute.fract.sweep.results import load_runs  # noqa: E402
+from ab.gpt.brute.fract.sweep.halving import Rungs, parse_budgets, ranking, step, sweep_rungs, trial_from_run
+from ab.gpt.brute.fract.sweep.plan import Plan, list_schedule  # noqa: E402
+from ab.gpt.brute.fract.sweep.plan_halving import HalvingPlan  # noqa: E402
 
 SUBSET = Path("/work/shared/data/cifar-10-subset/cifar-10-batches-py")
 
@@ -142,8 +141,8 @@ def main() -> None:
     halving_args = ["--schedule", "halving", "--eta", str(rungs.eta), "--min-keep", str(rungs.min_keep)]
     if len(rungs.budgets) > 1:
         halving_args += ["--rungs", ",".join(map(str, rungs.budgets[:-1]))]
-    from ab.gpt.brute.fract.tune.plan import plan_sweep
-    from ab.gpt.brute.fract.tune.plan_halving import estimate
+    from ab.gpt.brute.fract.sweep.plan import plan_sweep
+    from ab.gpt.brute.fract.sweep.plan_halving import estimate
 
     workers = a.workers if a.workers == "auto" else int(a.workers)
     plan = plan_sweep(models, root / "full", epochs=a.epochs, batch=a.batch, train_limit=a.train_limit,

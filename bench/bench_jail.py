@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ab.gpt.brute.fract import data  # noqa: E402
+from ab.gpt.brute.fract.trial import data  # noqa: E402
 from ab.gpt.brute.fract.fractal_template import render  # noqa: E402
 from ab.gpt.brute.fract.space.registry import build_registry  # noqa: E402
 from ab.gpt.brute.fract.space.space import Space  # noqa: E402
@@ -32,22 +32,22 @@ from ab.gpt.brute.fract.trial.executors import LocalExecutor  # noqa: E402
 from ab.gpt.brute.fract.trial.jail import model_uid  # noqa: E402
 from ab.gpt.brute.fract.trial.runner import config_hash  # noqa: E402
 from ab.gpt.brute.fract.trial.session import Jail  # noqa: E402
-from ab.gpt.brute.fract.trial.worker import _WARM_MODEL  # noqa: E402
+from ab.gpt.brute.fract.generation import validate, warm  # noqa: E402
 
 SUBSET = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-subset" / "cifar-10-batches-py"
 
 
 def startup(fresh: int, forks: int) -> None:
     limits = TrialLimits()
-    trial = Trial("validate", _WARM_MODEL, {"mode": "meta"}, 120)
+    trial = Trial("validate", warm.WARM_MODEL, {"mode": "meta"}, 120, handler=validate.TRIAL_HANDLER)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         for k in range(fresh):
-            jail = Jail(JailConfig(scratch=Path(tmp) / f"j{k}", uid=model_uid(0)))
+            jail = Jail(JailConfig(scratch=Path(tmp) / f"j{k}", uid=model_uid(0)).serving(trial.handler))
             assert jail.run(trial, limits).ok
             jail.close()
         per_fresh = (time.perf_counter() - t0) / fresh
-        jail = Jail(JailConfig(scratch=Path(tmp) / "warm", uid=model_uid(0)))
+        jail = Jail(JailConfig(scratch=Path(tmp) / "warm", uid=model_uid(0)).serving(trial.handler))
         jail.run(trial, limits)
         t0 = time.perf_counter()
         for _ in range(forks):
@@ -63,12 +63,13 @@ def validation(n: int) -> None:
     space = list(Space.default(reg))
     codes = [render(s, reg) for s in space[::max(1, len(space) // n)][:n]]
     rates = {}
+    job = lambda c: Trial("validate", c, {"mode": "meta"}, 120, handler=validate.TRIAL_HANDLER)  # noqa: E731
     for unsafe in (False, True, False, True):
-        with LocalExecutor(2, TrialLimits(), unsafe_no_jail=unsafe, warm_space=True) as ex:
-            for f in [ex.submit(Trial("validate", c, {"mode": "meta"}, 120)) for c in codes[:2]]:
+        with LocalExecutor(2, TrialLimits(), unsafe_no_jail=unsafe, warm=warm.HANDLERS) as ex:
+            for f in [ex.submit(job(c)) for c in codes[:2]]:
                 f.result()
             t0 = time.perf_counter()
-            futs = [ex.submit(Trial("validate", c, {"mode": "meta"}, 120)) for c in codes]
+            futs = [ex.submit(job(c)) for c in codes]
             assert all(f.result().ok for f in futs)
             rates.setdefault(unsafe, []).append(len(codes) / (time.perf_counter() - t0))
     jail, bare = max(rates[False]), max(rates[True])
@@ -78,7 +79,7 @@ def validation(n: int) -> None:
 
 
 def space_run() -> None:
-    from ab.gpt.brute.fract.generate import generate
+    from ab.gpt.brute.fract.generation.generate import generate
 
     reg = build_registry(third_party=False)
     with tempfile.TemporaryDirectory() as tmp:

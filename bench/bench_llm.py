@@ -31,9 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "plugins" / "nn-gpt-fractal-llm")]
 
-from ab.gpt.brute.fract.generate import generate  # noqa: E402
+from ab.gpt.brute.fract.generation.generate import generate  # noqa: E402
 from ab.gpt.brute.fract.space.generators import Request  # noqa: E402
-from ab.gpt.brute.fract.loop import read_results, run_nneval  # noqa: E402
+from ab.gpt.brute.fract.sweep.loop import read_results, run_nneval  # noqa: E402
 from ab.gpt.brute.fract.space.registry import build_registry  # noqa: E402
 from ab.gpt.brute.fract.space.space import Space  # noqa: E402
 from nn_gpt_fractal_llm import plugin  # noqa: E402

@@ -40,8 +40,8 @@ def child(path: str, amp: bool, ckpt: bool, steps: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from ab.gpt.brute.fract.meter import PeakMemory
-    from ab.gpt.brute.fract.validate import import_isolated
+    from ab.gpt.brute.fract.util.meter import PeakMemory
+    from ab.gpt.brute.fract.trial.model_file import import_isolated
 
     torch.manual_seed(0)
     net = import_isolated(path).Net((1, 3, 32, 32), (10,), {"lr": 0.01, "momentum": 0.9}, torch.device("cpu"))
@@ -105,7 +105,7 @@ def main() -> None:
     from ab.gpt.brute.fract.tune.cache import TuneCache
     from ab.gpt.brute.fract.tune.device import device_model
     from ab.gpt.brute.fract.tune.synthetic import ShapeClass, forward_flops
-    from ab.gpt.brute.fract.validate import import_isolated
+    from ab.gpt.brute.fract.trial.model_file import import_isolated
 
     print(f"machine: {device_model('cpu')}; torch {torch.__version__}; {torch.get_num_threads()} threads")
 

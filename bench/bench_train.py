@@ -54,7 +54,7 @@ def generate(space: list[str], out: Path) -> Path:
     subprocess.run([sys.executable, "-m", "ab.gpt.brute.fract.AlterNNFN", *space, *LAYERS, "--out", str(out)],
                    check=True, env=env(), cwd=out.parent)
     (path,) = sorted(out.glob("*.py"))
-    from ab.gpt.brute.fract.space import codecheck
+    from ab.gpt.brute.fract.generation import codecheck
 
     code = path.read_text()
     assert not codecheck.check_source(code) and not codecheck.check_contract(code)
@@ -185,7 +185,7 @@ def main() -> None:
         print(json.dumps(fn(**json.loads(args.payload))))
         return
 
-    from ab.gpt.brute.fract import data
+    from ab.gpt.brute.fract.trial import data
 
     subset = REPO.parent / "shared" / "data" / "cifar-10-subset"
     batches = data.locate(args.data_dir or os.environ.get(data.DATA_ENV) or (subset if subset.is_dir() else None))
@@ -204,7 +204,7 @@ def main() -> None:
 
 
 def throughput(args, mid: Path, batches: Path, tmp: Path) -> None:
-    from ab.gpt.brute.fract.manifest import Manifest
+    from ab.gpt.brute.fract.generation.manifest import Manifest
 
     sys.path.insert(0, str(REPO / "tests"))
     from lemur.lemurkit import checkout  # nn-dataset's source layout, as the round-trip tests build it

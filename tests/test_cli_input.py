@@ -8,7 +8,8 @@ import click
 import pytest
 
 from ab.gpt import NNEval
-from ab.gpt.brute.fract import AlterNNFN, cli_util
+from ab.gpt.brute.fract import AlterNNFN
+from ab.gpt.brute.fract.util import cli as cli_util
 from ab.gpt.brute.fract.boundary import __main__ as boundary
 from ab.gpt.brute.fract.boundary import config as boundary_config
 from ab.gpt.brute.fract.report import __main__ as report

@@ -1,4 +1,4 @@
-from ab.gpt.brute.fract.space.codecheck import check_contract, check_source
+from ab.gpt.brute.fract.generation.codecheck import check_contract, check_source
 
 OK = '''import torch
 import torch.nn as nn
@@ -53,7 +53,7 @@ def test_contract_problems_are_named():
 
 
 def test_combined_check_equals_the_two_checks():
-    from ab.gpt.brute.fract.space.codecheck import check_model_code
+    from ab.gpt.brute.fract.generation.codecheck import check_model_code
 
     bad = OK.replace("def learn(self, data)", "def fit(self, data)") + "\nimport os\n"
     assert list(map(str, check_model_code(bad))) == list(map(str, check_source(bad) + check_contract(bad)))

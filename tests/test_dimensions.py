@@ -7,7 +7,7 @@ import pytest
 
 from ab.gpt.brute.fract.fractal_template import render
 from ab.gpt.brute.fract.space.space import Space
-from ab.gpt.brute.fract.validate import check_model_file
+from ab.gpt.brute.fract.generation.validate import check_model_file
 
 # two values for every dimension; small channels keep it fast
 ALTERNATIVES = dict(
@@ -64,7 +64,7 @@ def test_larsson_dropout_schedule_reaches_the_built_model(kind, registry, tmp_pa
     assert signature(single, registry, tmp_path) != signature(sched, registry, tmp_path)
     path = tmp_path / "sched.py"
     path.write_text(render(sched, registry))
-    from ab.gpt.brute.fract.validate import import_isolated
+    from ab.gpt.brute.fract.trial.model_file import import_isolated
 
     net = import_isolated(path).Net((1, 3, 32, 32), (10,), {"lr": 0.01, "momentum": 0.9}, "cpu")
     rates = [[m.p for m in block.modules() if m.__class__.__name__ == "Dropout"] for block in net.blocks]

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from ab.gpt.brute.fract.space.families import LayerFamily, LayerOption
-from ab.gpt.brute.fract.generate import generate
-from ab.gpt.brute.fract.hookspecs import hookimpl
-from ab.gpt.brute.fract.manifest import Manifest
+from ab.gpt.brute.fract.generation.generate import generate
+from ab.gpt.brute.fract.space.hookspecs import hookimpl
+from ab.gpt.brute.fract.generation.manifest import Manifest
 from ab.gpt.brute.fract.space.registry import build_registry
 from ab.gpt.brute.fract.space.space import Space
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from ab.gpt.brute.fract import validate
-from ab.gpt.brute.fract.validate import MetaShapeCache
+from ab.gpt.brute.fract.generation import validate
+from ab.gpt.brute.fract.generation.validate import MetaShapeCache
 
 MODEL = '''
 import torch, torch.nn as nn

@@ -54,7 +54,7 @@ def test_a_broken_plugin_is_named_in_one_line_and_the_rest_works(cli, tmp_path):
 
 
 class DuplicateName:
-    from ab.gpt.brute.fract.hookspecs import hookimpl
+    from ab.gpt.brute.fract.space.hookspecs import hookimpl
 
     @hookimpl
     def fractal_layer_families(self):

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from ab.gpt.brute.fract import __version__
-from ab.gpt.brute.fract.space import codecheck
-from ab.gpt.brute.fract.fractal_template import _template, render
+from ab.gpt.brute.fract.generation import codecheck
+from ab.gpt.brute.fract.fractal_template import render
+from ab.gpt.brute.fract.generation.template import _template
 from ab.gpt.brute.fract.space.spec import ArchSpec
-from ab.gpt.brute.fract.validate import import_isolated
+from ab.gpt.brute.fract.trial.model_file import import_isolated
 
 
 def build(registry, tmp_path, **kw):

@@ -6,7 +6,7 @@ Trains every model in --models (default <LEMUR root>/out/fractal) that has no re
 bubblewrap jail (one fresh process per model), writes LEMUR-format results to --out (default <LEMUR root>/new_lemur) and
 registers them into nn-dataset's SQLite DB. Rerunning resumes; interrupted models continue from their
 last finished epoch. `--schedule halving` gives every model a first budget and only the best 1/eta the
-next (successive halving, `tune/halving_sweep.py`). Data: --data-dir or $NN_GPT_FRACTAL_CIFAR (a
+next (successive halving, `sweep/halving_sweep.py`). Data: --data-dir or $NN_GPT_FRACTAL_CIFAR (a
 cifar-10-batches-py folder), else <LEMUR root>/data (downloaded as nn-dataset does when missing and online).
 """
 from __future__ import annotations
@@ -15,13 +15,14 @@ from pathlib import Path
 
 import click
 
-from ab.gpt.brute.fract import cli_util
-from ab.gpt.brute.fract.data import DATA_ENV, TRANSFORMS, DataError
-from ab.gpt.brute.fract.evaluate import SweepConfig, SweepOutcome, run_sweep
-from ab.gpt.brute.fract.manifest import ManifestError
-from ab.gpt.brute.fract.paths import models_dir, new_lemur_dir
-from ab.gpt.brute.fract.tune import halving_sweep
-from ab.gpt.brute.fract.tune.halving import sweep_rungs
+from ab.gpt.brute.fract.util import cli as cli_util
+from ab.gpt.brute.fract.trial.data import DATA_ENV, TRANSFORMS, DataError
+from ab.gpt.brute.fract.sweep.evaluate import SweepConfig, SweepOutcome, run_sweep
+from ab.gpt.brute.fract.generation.manifest import ManifestError
+from ab.gpt.brute.fract.util.paths import models_dir, new_lemur_dir
+from ab.gpt.brute.fract.sweep import halving_sweep, plan_halving
+from ab.gpt.brute.fract.sweep import plan as tplan
+from ab.gpt.brute.fract.sweep.halving import sweep_rungs
 
 
 def _mode(choice: str) -> bool | str:
@@ -170,8 +171,6 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
         if value is not None and executor != "ray":
             raise click.BadParameter(f"{name} needs --executor ray", param_hint=name)
     if plan:  # what the sweep would cost, calibrated on this device; nothing is trained or written
-        from ab.gpt.brute.fract.tune import plan as tplan, plan_halving
-
         p = tplan.plan_sweep(models or models_dir(), out or new_lemur_dir(), pattern, limit, retry_failed, epochs,
                              seeds, batch, train_limit, test_limit, data_dir, device, workers,
                              _mode(checkpointing), threads=threads,

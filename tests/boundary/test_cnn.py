@@ -146,10 +146,10 @@ def test_lr_groups(model, cifar_dir, tmp_path):
     """Two parameter groups: equal rates reproduce the single-group run exactly; another late rate differs."""
     import torch
 
-    from ab.gpt.brute.fract import data
+    from ab.gpt.brute.fract.trial import data
     from ab.gpt.brute.fract.boundary import cnn
     from ab.gpt.brute.fract.boundary.cnn_map import CnnMapConfig
-    from ab.gpt.brute.fract.validate import import_isolated
+    from ab.gpt.brute.fract.trial.model_file import import_isolated
 
     prepared = data.prepare(data.locate(cifar_dir), tmp_path / "cache").to_dict()
     config = {"steps": 4, "batch": 16, "seed": 0, "data": prepared, "norm": [list(v) for v in data.lemur_norm()],

@@ -253,7 +253,7 @@ def _alive_workers(cluster: LocalCluster) -> list[str]:
 def test_executor_streams_progress_epochs_and_failures(cluster, lemur, cifar_dir, tmp_path, monkeypatch):
     """RayExecutor as other parts call it: progress and epochs arrive as events while the trial runs (scored
     here, state kept here), and a model's error and a timeout come back as results."""
-    from ab.gpt.brute.fract import data
+    from ab.gpt.brute.fract.trial import data
     from ab.gpt.brute.fract.trial import TrialLimits
     from ab.gpt.brute.fract.trial.ray_executor import RayExecutor
     from ab.gpt.brute.fract.trial.session import HISTORY, STATE

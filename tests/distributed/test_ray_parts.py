@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ab.gpt.brute.fract.evaluate import ModelEntry
-from ab.gpt.brute.fract.sweep_order import longest_first
+from ab.gpt.brute.fract.sweep.evaluate import ModelEntry
+from ab.gpt.brute.fract.sweep.order import longest_first
 from ab.gpt.brute.fract.trial import ray_node
 from ab.gpt.brute.fract.trial.protocol import ProtocolError
 from tests.eval.evalkit import run_cli

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 
-from ab.gpt.brute.fract import data
+from ab.gpt.brute.fract.trial import data
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ab.gpt.brute.fract.manifest import Manifest
+from ab.gpt.brute.fract.generation.manifest import Manifest
 from ab.gpt.brute.fract.tune.cache import TuneCache
 from ab.gpt.brute.fract.tune.device import cache_key
 from ab.gpt.brute.fract.tune.synthetic import shape_class_of_spec
@@ -77,8 +77,8 @@ def test_compile_on_compiles_inside_the_jail(tiny_models, cifar_dir, tmp_path):
 def test_a_halving_rung_keeps_the_populations_packing(tiny_models, cifar_dir, tmp_path):
     """`--workers auto` gives a lone trial all the cores; a halving rung of one model must still train with
     the threads its population got (a thread count changes kernels' summation order, so the numbers)."""
-    from ab.gpt.brute.fract.data import locate, prepare
-    from ab.gpt.brute.fract.evaluate import SweepConfig, discover, make_policies
+    from ab.gpt.brute.fract.trial.data import locate, prepare
+    from ab.gpt.brute.fract.sweep.evaluate import SweepConfig, discover, make_policies
 
     cache = tmp_path / "tune.json"
     write_figures(cache, classes(tiny_models), "fp32", {"1x2": 100.0, "2x1": 180.0})  # 2 workers x 1 thread

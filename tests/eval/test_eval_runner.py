@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ab.gpt.brute.fract import data
-from ab.gpt.brute.fract.evaluate import saved_progress
+from ab.gpt.brute.fract.trial import data
+from ab.gpt.brute.fract.sweep.evaluate import saved_progress
 from ab.gpt.brute.fract.trial import Trial, TrialLimits
 from ab.gpt.brute.fract.trial.executors import LocalExecutor
 from ab.gpt.brute.fract.trial.runner import config_hash

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ab.gpt.brute.fract.generate import file_intact
+from ab.gpt.brute.fract.generation.generate import file_intact
 from ab.gpt.brute.fract.lemur.names import is_lemur_name, migrated_name
 from ab.gpt.brute.fract.lemur.stats import EXTRA
-from ab.gpt.brute.fract.manifest import Manifest
+from ab.gpt.brute.fract.generation.manifest import Manifest
 from ab.gpt.brute.fract.space.spec import ArchSpec
 
 from tests.eval.evalkit import make_root, run_cli

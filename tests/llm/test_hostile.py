@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from ab.gpt.brute.fract.generate import generate
-from ab.gpt.brute.fract.space.codecheck import check_contract, check_source
+from ab.gpt.brute.fract.generation.generate import generate
+from ab.gpt.brute.fract.generation.validate import TRIAL_HANDLER as VALIDATE
+from ab.gpt.brute.fract.generation.codecheck import check_contract, check_source
 from ab.gpt.brute.fract.space.generators import Request
 from ab.gpt.brute.fract.space.registry import build_registry
 from ab.gpt.brute.fract.space.space import Space
@@ -117,7 +118,7 @@ def test_jail_contains_what_the_static_check_would_have_stopped(chat_server, can
     with LocalExecutor(1, TrialLimits()) as ex:
         for name in RUNTIME_ONLY:
             res = ex.submit(Trial("validate", fill(STATIC[name], canary, chat_server.port), {"mode": "meta"},
-                                  60)).result()
+                                  60, handler=VALIDATE)).result()
             assert res.status in ("ok", "error"), (name, res)
     assert chat_server.requests == []  # the socket never connected
 
@@ -126,5 +127,5 @@ def test_cpu_limit_kills_a_busy_model():
     code = model(init="n = 0\nwhile True:\n    n += 1")
     assert check_source(code) == []
     with LocalExecutor(1, TrialLimits(cpu_s=2)) as ex:
-        res = ex.submit(Trial("validate", code, {"mode": "meta"}, 120)).result()
+        res = ex.submit(Trial("validate", code, {"mode": "meta"}, 120, handler=VALIDATE)).result()
     assert res.status == "error" and "CPU time limit (SIGXCPU)" in res.message

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ab.gpt.brute.fract.fractal_template import render
-from ab.gpt.brute.fract.generate import generate
+from ab.gpt.brute.fract.generation.generate import generate
 from ab.gpt.brute.fract.space.generators import Request
 from ab.gpt.brute.fract.space.registry import build_registry
 from ab.gpt.brute.fract.space.space import Space

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ab.gpt.brute.fract.generate import generate
+from ab.gpt.brute.fract.generation.generate import generate
 from ab.gpt.brute.fract.space.generators import Request
 from ab.gpt.brute.fract.space.registry import build_registry
 from ab.gpt.brute.fract.space.space import Space

@@ -6,7 +6,7 @@ import socket
 import threading
 from pathlib import Path
 
-from ab.gpt.brute.fract import data
+from ab.gpt.brute.fract.trial import data
 from ab.gpt.brute.fract.trial import Trial
 from ab.gpt.brute.fract.trial.jail import UID_BASE
 from ab.gpt.brute.fract.trial.runner import config_hash

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ab.gpt.brute.fract import data
-from ab.gpt.brute.fract.evaluate import seed_result
+from ab.gpt.brute.fract.trial import data
+from ab.gpt.brute.fract.sweep.evaluate import seed_result
 from ab.gpt.brute.fract.lemur.stats import EXTRA, stat_trials
 from ab.gpt.brute.fract.trial import TrialLimits
 from ab.gpt.brute.fract.trial.cgroup import CgroupUnavailable, Cgroups

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 import ab
-from ab.gpt.brute.fract import data
-from ab.gpt.brute.fract.space import codecheck
+from ab.gpt.brute.fract.trial import data
+from ab.gpt.brute.fract.generation import codecheck
 from ab.gpt.brute.fract.trial import TrialLimits
 from ab.gpt.brute.fract.trial.executors import LocalExecutor
 

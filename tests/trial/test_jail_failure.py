@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from ab.gpt.brute.fract.generate import generate
-from ab.gpt.brute.fract.manifest import Manifest
+from ab.gpt.brute.fract.generation.generate import generate
+from ab.gpt.brute.fract.generation.manifest import Manifest
 from ab.gpt.brute.fract.space.registry import build_registry
 from ab.gpt.brute.fract.space.space import Space
 from ab.gpt.brute.fract.trial import JailError, jail

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from ab.gpt.brute.fract import data, evaluate
-from ab.gpt.brute.fract.evaluate import SweepConfig, run_sweep
+from ab.gpt.brute.fract.trial import data
+from ab.gpt.brute.fract.sweep import evaluate
+from ab.gpt.brute.fract.sweep.evaluate import SweepConfig, run_sweep
 from ab.gpt.brute.fract.trial import JailError, TrialLimits
 from ab.gpt.brute.fract.trial.executors import LocalExecutor
 from ab.gpt.brute.fract.trial.session import STDERR_TAIL

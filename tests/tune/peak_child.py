@@ -12,8 +12,8 @@ import sys
 
 import torch
 
-from ab.gpt.brute.fract.meter import PeakMemory
-from ab.gpt.brute.fract.validate import import_isolated
+from ab.gpt.brute.fract.util.meter import PeakMemory
+from ab.gpt.brute.fract.trial.model_file import import_isolated
 
 
 def main(path: str, batch: int, amp: bool, ckpt: bool) -> dict:

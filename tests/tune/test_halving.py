@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from ab.gpt.brute.fract.tune.halving import (Rungs, Trial, epochs_run, make_rungs, parse_rungs, ranking, step,
-                                             trial_from_run)
+from ab.gpt.brute.fract.sweep.halving import (Rungs, Trial, epochs_run, make_rungs, parse_rungs, ranking, step,
+                                              trial_from_run)
 
 
 def curves(n: int, epochs: int, seed: int = 0) -> dict[str, list[float]]:

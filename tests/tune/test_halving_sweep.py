@@ -1,9 +1,9 @@
 """The halving sweep's pure parts: rungs from the options, the record's schedule entry, the printout."""
 import pytest
 
-from ab.gpt.brute.fract.evaluate import SweepConfig
-from ab.gpt.brute.fract.tune.halving import Stop
-from ab.gpt.brute.fract.tune.halving_sweep import describe, rungs_of, schedule_of, schedule_record
+from ab.gpt.brute.fract.sweep.evaluate import SweepConfig
+from ab.gpt.brute.fract.sweep.halving import Stop
+from ab.gpt.brute.fract.sweep.halving_sweep import describe, rungs_of, schedule_of, schedule_record
 
 
 def cfg(**kw) -> SweepConfig:

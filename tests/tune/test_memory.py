@@ -11,7 +11,7 @@ import torch
 from ab.gpt.brute.fract.fractal_template import render
 from ab.gpt.brute.fract.space.spec import ArchSpec
 from ab.gpt.brute.fract.tune import memory
-from ab.gpt.brute.fract.validate import import_isolated
+from ab.gpt.brute.fract.trial.model_file import import_isolated
 
 CHILD = Path(__file__).with_name("peak_child.py")
 REPO = Path(__file__).resolve().parents[2]

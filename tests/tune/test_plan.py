@@ -4,12 +4,12 @@ import re
 
 import pytest
 
-from ab.gpt.brute.fract.atomic import write_json
-from ab.gpt.brute.fract.manifest import Manifest
-from ab.gpt.brute.fract.results import runs_dir
-from ab.gpt.brute.fract.tune.halving import make_rungs
-from ab.gpt.brute.fract.tune.halving_sweep import schedule_record
-from ab.gpt.brute.fract.tune import plan as P
+from ab.gpt.brute.fract.util.atomic import write_json
+from ab.gpt.brute.fract.generation.manifest import Manifest
+from ab.gpt.brute.fract.sweep.results import runs_dir
+from ab.gpt.brute.fract.sweep.halving import make_rungs
+from ab.gpt.brute.fract.sweep.halving_sweep import schedule_record
+from ab.gpt.brute.fract.sweep import plan as P
 from ab.gpt.brute.fract.tune.synthetic import ShapeClass
 from tests.eval.evalkit import generate, make_root, run_cli
 
@@ -54,7 +54,7 @@ def test_time_estimate_and_wall_over_workers():
 
 
 def test_calibration_groups_split_a_shape_class_by_conv_layers():
-    from ab.gpt.brute.fract.tune.calibrate import representatives
+    from ab.gpt.brute.fract.sweep.calibrate import representatives
 
     spec = lambda *layers: {"depth": 2, "columns": 2, "channels": [16, 32], "layers": list(layers)}  # noqa: E731
     es = [P.Entry("k3", 2_000_000, 1, spec("conv3x3", "bn", "relu")),

@@ -1,9 +1,9 @@
 """The halving plan (`NNEval --plan --schedule halving`): per-rung and total figures from known per-epoch costs."""
 import pytest
 
-from ab.gpt.brute.fract.tune import plan as P
-from ab.gpt.brute.fract.tune.halving import make_rungs, sweep_rungs
-from ab.gpt.brute.fract.tune.plan_halving import Span, describe, estimate, halving_records, rung_sizes
+from ab.gpt.brute.fract.sweep import plan as P
+from ab.gpt.brute.fract.sweep.halving import make_rungs, sweep_rungs
+from ab.gpt.brute.fract.sweep.plan_halving import Span, describe, estimate, halving_records, rung_sizes
 
 SPEC = {"depth": 1, "columns": 1, "channels": [16], "global_drop": 0.0}
 
@@ -105,9 +105,9 @@ def test_unknown_costs_and_mismatched_rungs():
 
 
 def test_halving_records_are_found(tmp_path):
-    from ab.gpt.brute.fract.atomic import write_json
-    from ab.gpt.brute.fract.results import runs_dir
-    from ab.gpt.brute.fract.tune.halving_sweep import schedule_record
+    from ab.gpt.brute.fract.util.atomic import write_json
+    from ab.gpt.brute.fract.sweep.results import runs_dir
+    from ab.gpt.brute.fract.sweep.halving_sweep import schedule_record
 
     assert halving_records(tmp_path / "none") == []
     write_json(runs_dir(tmp_path) / "F.json", {"name": "F", "status": "trained"})  # a full-schedule record

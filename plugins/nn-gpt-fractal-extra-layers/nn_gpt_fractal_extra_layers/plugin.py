@@ -1,6 +1,6 @@
 """Hook implementations: one layer family with a conv option and a norm option."""
 from ab.gpt.brute.fract.space.families import LayerFamily, LayerOption
-from ab.gpt.brute.fract.hookspecs import hookimpl
+from ab.gpt.brute.fract.space.hookspecs import hookimpl
 
 GROUPS_HELPER = '''def group_count(channels, most=8):
     """The largest number of groups <= most that divides channels."""

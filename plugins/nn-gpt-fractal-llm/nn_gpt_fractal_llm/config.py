@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ab.gpt.brute.fract.paths import lemur_root
+from ab.gpt.brute.fract.util.paths import lemur_root
 
 BACKENDS = ("transformers", "openai")
 DTYPES = ("auto", "bfloat16", "float16", "float32")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
 
-from ab.gpt.brute.fract.manifest import MANIFEST
+from ab.gpt.brute.fract.generation.manifest import MANIFEST
 from ab.gpt.brute.fract.space.spec import ArchSpec, SpecError
 
 CHANCE = 0.12  # CIFAR-10 accuracy at or below this counts as "did not learn"

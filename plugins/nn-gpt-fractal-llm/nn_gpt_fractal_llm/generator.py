@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ab.gpt.brute.fract.atomic import append_line
+from ab.gpt.brute.fract.util.atomic import append_line
 from ab.gpt.brute.fract.space.generators import CodeProposal, Request
-from ab.gpt.brute.fract.manifest import MANIFEST
-from ab.gpt.brute.fract.paths import lemur_root, new_lemur_dir
+from ab.gpt.brute.fract.generation.manifest import MANIFEST
+from ab.gpt.brute.fract.util.paths import lemur_root, new_lemur_dir
 from ab.gpt.brute.fract.space.registry import Registry, default_registry
 from ab.gpt.brute.fract.space.space import Space
 from ab.gpt.brute.fract.space.spec import ArchSpec

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ab.gpt.brute.fract.space.generators import Generator
-from ab.gpt.brute.fract.hookspecs import hookimpl
+from ab.gpt.brute.fract.space.hookspecs import hookimpl
 
 from .generator import NAME, llm_proposals
 

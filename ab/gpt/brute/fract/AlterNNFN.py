@@ -15,14 +15,14 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from . import cli_util
+from .util import cli as cli_util
 from .space.baselines import baselines_for
 from .space.families import NONE
-from .generate import OutputError, generate
+from .generation.generate import OutputError, generate
 from .space.generators import Request
-from .loop import EVAL_MODULE, run_nneval, run_rounds
-from .manifest import Manifest, ManifestError
-from .paths import models_dir, new_lemur_dir
+from .sweep.loop import EVAL_MODULE, run_nneval, run_rounds
+from .generation.manifest import Manifest, ManifestError
+from .util.paths import models_dir, new_lemur_dir
 from .space.registry import default_registry
 from .space.space import LARSSON, PAPER_CHANNELS, Space, SpaceError
 from .space.spec import ArchSpec, SpecError

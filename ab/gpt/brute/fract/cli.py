@@ -9,7 +9,8 @@ import importlib
 
 import click
 
-from . import __version__, cli_util
+from . import __version__
+from .util import cli as cli_util
 
 # name -> (module, help); the module's click command is its `main` (or `cli`)
 COMMANDS = {

@@ -17,9 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .data import DATA_ENV, DataError, locate
-from .evaluate import SweepConfig, run_sweep
-from .paths import lemur_root, models_dir, new_lemur_dir
+from .trial.data import DATA_ENV, DataError, locate
+from .sweep.evaluate import SweepConfig, run_sweep
+from .util.paths import lemur_root, models_dir, new_lemur_dir
+from .report.build import build_report
+from ab.gpt.NNEval import print_summary
 
 SPACE = ["--depth", "2-3", "--columns", "1-3", "--channels", "16,32,64", "--conv", "conv3x3", "--norm", "bn",
          "--act", "relu", "--order", "conv-norm-act", "--dropout", "0", "--join", "mean", "--limit", "6"]
@@ -38,8 +40,6 @@ def find_data() -> tuple[str | None, bool]:
 
 
 def main() -> int:
-    from ab.gpt.NNEval import print_summary
-
     out = models_dir()
     print(f"1/2 generating 6 small FractalNet variants into {out}", flush=True)
     gen = subprocess.run([sys.executable, "-m", "ab.gpt.brute.fract.AlterNNFN", *SPACE, "--out", str(out)])
@@ -57,7 +57,6 @@ def main() -> int:
     outcome = run_sweep(cfg, say=lambda m: print(m, file=sys.stderr))
     print_summary(outcome)
     print(f"results: {cfg.out} (runs/, stat/train/, summary.json); DB: {lemur_root() / 'db' / 'ab.nn.db'}")
-    from .report.build import build_report
 
     db = lemur_root() / "db" / "ab.nn.db"  # where run_sweep registered: the report counts the DB rows
     report = build_report(cfg.out, lemur_root() / "out" / "report", models_dir=out, db=db if db.is_file() else None,

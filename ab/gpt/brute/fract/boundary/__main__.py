@@ -7,9 +7,10 @@ import sys
 
 import click
 
-from .. import cli_util
+from ..util import cli as cli_util
 from .cnn_cli import cnn_cmd
 from .config import ACTIVATIONS, DTYPES, KNOBS, READOUTS, SEED_MODES, SEED_MAX, Axis, BoundaryConfig, check_memory
+from . import dimension, runner, zoom
 
 
 def _grid_options(f):
@@ -100,8 +101,6 @@ cli.add_command(cnn_cmd)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def map_cmd(out_dir, name, quiet, **kw):
     """Compute a trainability map over the grid (resumable: finished tiles are reused)."""
-    from . import runner
-
     cfg = _config(kw)
     try:
         res = runner.compute_map(cfg, out_dir, progress=not quiet)
@@ -126,8 +125,6 @@ def map_cmd(out_dir, name, quiet, **kw):
 @click.option("--quiet", is_flag=True)
 def zoom_cmd(out_dir, frames, factor, centre_x, centre_y, ms, quiet, **kw):
     """Zoom toward a point on the border; every frame is recomputed at full resolution."""
-    from . import zoom
-
     cfg = _config(kw)
     if not factor > 1:
         raise click.UsageError(f"--factor must be > 1, got {factor}")
@@ -150,8 +147,6 @@ def zoom_cmd(out_dir, frames, factor, centre_x, centre_y, ms, quiet, **kw):
 def dimension_cmd(paths, plot, min_size):
     """Fractal dimension of the border of maps (.npy files or folders holding map.npy; zoom
     folders use their frames). Prints each and the median."""
-    from . import dimension
-
     files = []
     for p in paths:
         if os.path.isdir(p):

@@ -29,8 +29,9 @@ import os
 
 import torch
 
-from ..NNAlterFractalNet import build, derive_seed, finite, resolve_device, seed_all
-from ..data import TRANSFORMS, TensorCifar, load_split
+from ..trial.data import TRANSFORMS, TensorCifar, load_split
+from ..trial.model_file import import_isolated
+from ..trial.runner import build, derive_seed, finite, resolve_device, seed_all
 
 
 def two_groups(model) -> tuple[list, list]:
@@ -85,8 +86,6 @@ def train_one(model, init_state: dict, prm: dict, lr_late, train: TensorCifar, s
 
 def train_pixels(path: str, config: dict) -> dict:
     """Jail entry point: per-pixel loss trajectories of the model file at `path`."""
-    from ..validate import import_isolated
-
     torch.set_num_threads(int(config.get("threads") or 1))  # fixed: results do not depend on the host
     device = resolve_device(config.get("device", "cpu"))
     seed, steps, batch = int(config["seed"]), int(config["steps"]), int(config["batch"])
@@ -108,3 +107,6 @@ def train_pixels(path: str, config: dict) -> dict:
         losses.append(train_one(model, init_state, {**prm, "lr": float(lr), "momentum": float(momentum)},
                                 None if lr_late is None else float(lr_late), train, steps, batch, seed))
     return {"losses": losses, "params": sum(p.numel() for p in model.parameters())}
+
+
+TRIAL_HANDLER = f"{__name__}:train_pixels"

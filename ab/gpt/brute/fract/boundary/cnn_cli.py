@@ -6,8 +6,11 @@ from pathlib import Path
 
 import click
 
-from .. import cli_util
-from .config import SEED_MAX
+from ..trial.data import DataError, lemur_norm, locate, prepare
+from ..util import cli as cli_util
+from ..util.paths import lemur_root
+from . import cnn_map
+from .config import SEED_MAX, Axis, check_memory
 
 
 @click.command("cnn")
@@ -69,11 +72,6 @@ def cnn_cmd(model_path, grid, lr_range, momentum_range, lr_late_range, momentum,
     \b
     Writes <name>.npy, <name>_arrays.npz, <name>.json, <name>.png, <name>_raw.png under --out.
     """
-    from . import cnn_map
-    from .config import Axis, check_memory
-    from ..data import DataError, lemur_norm, locate, prepare
-    from ..paths import lemur_root
-
     nx, ny = res_x or res, res_y or res
     x = Axis("lr", *lr_range, nx, True)
     y = (Axis("momentum", *momentum_range, ny, False) if grid == "lr-momentum"

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..space import codecheck
-from ..atomic import write_json, write_text
+from ..generation import codecheck
+from ..util.atomic import write_json, write_text
 from ..trial import Trial, TrialLimits
 from ..trial.executors import LocalExecutor, RayExecutor
-from . import readout, render, tiles
+from . import cnn, readout, render, tiles
 from .config import Axis
 
 GRIDS = ("lr-momentum", "lr-groups")
@@ -209,7 +209,8 @@ class _Runner:
         code = Path(self.cfg.model).read_text()
         for k, ch in enumerate(chunks):
             timeout = 60 + self.cfg.timeout_per_pixel * len(ch)
-            futs[self.executor.submit(Trial("pixels", code, {**self.base, "pixels": ch}, timeout))] = k
+            futs[self.executor.submit(Trial("pixels", code, {**self.base, "pixels": ch}, timeout,
+                                                    handler=cnn.TRIAL_HANDLER))] = k
         out: list = [None] * len(chunks)
         pending = set(futs)
         while pending:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .problem import Problem
+from .problem import Problem, batch_order
 
 _LN_EPS = 1e-5
 _CHECK_EVERY = 8  # steps between looks for diverged networks to drop
@@ -43,8 +43,6 @@ class Spec:
 
     @classmethod
     def from_config(cls, cfg) -> "Spec":
-        from .problem import batch_order
-
         return cls(
             steps=cfg.steps,
             activation=cfg.activation,

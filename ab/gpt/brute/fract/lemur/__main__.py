@@ -11,8 +11,10 @@ from pathlib import Path
 
 import click
 
-from .. import cli_util
-from ..paths import lemur_root, models_dir, new_lemur_dir
+from ..util import cli as cli_util
+from ..util.paths import lemur_root, models_dir, new_lemur_dir
+from .migrate import migrate as run
+from .subset import site_dir as folder
 
 
 @click.group()
@@ -28,8 +30,6 @@ def main():
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="LEMUR DB [<LEMUR root>/db/ab.nn.db]")
 def migrate(models, results, db):
     """Rename old `_` model names (files, manifest, stat files, run records, DB rows) to the `-` scheme."""
-    from .migrate import migrate as run
-
     report = run(models or models_dir(), results or new_lemur_dir(), db or lemur_root() / "db" / "ab.nn.db")
     click.echo(report.line())
     return 0
@@ -38,8 +38,6 @@ def migrate(models, results, db):
 @main.command("site-dir")
 def site_dir():
     """Folder whose sitecustomize lets torchvision verify the recorded CIFAR-10 subset by its own sums."""
-    from .subset import site_dir as folder
-
     click.echo(str(folder()))
     return 0
 

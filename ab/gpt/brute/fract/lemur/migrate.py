@@ -27,9 +27,10 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import write_text
+from ..util.atomic import write_text
 from .names import is_lemur_name, migrated_name
 from .stats import EXTRA, stat_dir
+from .register import LemurDB
 
 OLD_EXTRA_KEYS = ("peak_memory_mb", "images_per_s", "epoch_time_s", "amp", "checkpointing", "channels_last", "seed",
                   "device")
@@ -165,8 +166,6 @@ def db_old_names(db_file: Path, known: set[str]) -> list[str]:
 
 
 def migrate_db(db_file: Path, out: Path, report: Report) -> None:
-    from .register import LemurDB
-
     db = LemurDB(db_file)  # checks the file first (DBError names it)
     for old in db_old_names(db.path, set(report.renamed)):
         new = migrated_name(old)

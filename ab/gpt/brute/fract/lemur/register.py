@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .names import DATASET, METRIC, TASK, check_name
 from .stats import importable, stat_dir
+from . import metric
 
 _PATH_NAMES = ("db_file", "db_dir", "zst_db_file")
 TABLES = ("nn", "metric", "transform", "prm", "stat", "train_stat")
@@ -170,7 +171,6 @@ class LemurDB:
         self.write.code_to_db(cur, "nn", code=code, force_name=name)
         cur.execute("SELECT 1 FROM metric WHERE name = ?", (METRIC,))
         if cur.fetchone() is None:  # the full LEMUR DB has its own acc metric: keep it
-            from . import metric
 
             self.write.code_to_db(cur, "metric", code=Path(metric.__file__).read_text(), force_name=METRIC)
         for tr in sorted(transforms):

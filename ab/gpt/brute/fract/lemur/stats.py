@@ -42,7 +42,7 @@ import json
 import re
 from pathlib import Path
 
-from ..atomic import write_text
+from ..util.atomic import write_text
 
 from .names import DATASET, METRIC, TASK, config_name
 from .system import FIELDS as SYSTEM_FIELDS

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
-from .. import cli_util
-from ..paths import lemur_root, models_dir, new_lemur_dir
+from ..util import cli as cli_util
+from ..util.paths import lemur_root, models_dir, new_lemur_dir
 from .load import ResultsError
+from .build import build_report
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -29,8 +30,6 @@ from .load import ResultsError
 def main(results, models, db, out, top, title):
     """Analyse a sweep: summary table, leaderboard with significance tests, figures (PNG and SVG),
     CSV tables and one self-contained HTML page. Works on a partial or still-running sweep."""
-    from .build import build_report  # heavy imports (pandas, matplotlib) only when running
-
     results = results or new_lemur_dir()
     if models is None and models_dir().is_dir():
         models = models_dir()

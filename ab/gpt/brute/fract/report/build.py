@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..atomic import write_text
+from ..util.atomic import write_text
 from . import figures, fmt, html, tables
 from .load import FINISHED, PENDING, RUNNING, Results, load_results
 from .stats import ALPHA, CONFIDENCE

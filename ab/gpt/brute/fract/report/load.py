@@ -19,11 +19,13 @@ from typing import Any
 import pandas as pd
 
 from ..space.spec import ArchSpec, SpecError
+from ..space.registry import default_registry
+from ..sweep.results import WORK
+from .aggregate import add_seed_aggregates
 
 FINISHED = ("trained", "diverged", "out-of-memory", "timed-out", "error")
 FAILURES = FINISHED[1:]
 RUNNING, PENDING = "running", "pending"
-WORK = ".work"  # NNEval's folder of unfinished trials, one subfolder per model
 STAT_PREFIX = "img-classification_cifar-10_acc_"  # the paper's result folder prefix
 MODEL_NAME = re.compile(r"^(FractalNet|PlainNet)_\w+$")  # the generator's names
 SPEC_LINE = re.compile(r"^Spec: (\{.*\})\s*$", re.M)  # the generated file's docstring carries its spec
@@ -70,8 +72,6 @@ def _read_json(path: Path, warnings: list[str], root: Path) -> Any:
 @lru_cache(maxsize=1)
 def _slots() -> dict[str, str]:
     """Layer option name -> slot (conv, norm, act, drop), from the registry with plugins."""
-    from ..space.registry import default_registry
-
     return {name: opt.slot for name, opt in default_registry().options.items()}
 
 
@@ -311,7 +311,6 @@ def load_results(results_dir: Path, models_dir: Path | None = None, db: Path | N
                                                 "acc_last", "train_loss_last", "epoch_time_s", "images_per_s",
                                                 "peak_memory_mb", "params", "flops"])
     epochs = pd.DataFrame(epoch_rows, columns=EPOCH_COLS)
-    from .aggregate import add_seed_aggregates
 
     models = add_seed_aggregates(models, seeds_df)
     return Results(models, seeds_df, epochs, gen_counts, warnings, root, config or {}, db)

@@ -13,7 +13,6 @@ from .stats import compare_to_best, summarize, welch, holm, ALPHA
 
 GROUPS = ("all", "fractal", "plain")
 FACTORS = ("depth", "columns", "width", "conv", "norm", "act", "order", "dropout", "join")
-PLAIN_LAYERS = (5, 10, 20, 40)
 
 
 @dataclass(frozen=True)

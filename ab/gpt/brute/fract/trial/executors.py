@@ -22,7 +22,7 @@ from .session import Jail, Trial, TrialLimits, TrialResult
 class LocalExecutor:
     def __init__(self, workers: int, limits: TrialLimits, scratch: Path | None = None,
                  data: dict[str, str] | None = None, threads: int = 1, cuda: bool = False,
-                 unsafe_no_jail: bool = False, warm_space: bool = False, harden: bool = True) -> None:
+                 unsafe_no_jail: bool = False, warm: tuple[str, ...] = (), harden: bool = True) -> None:
         if not unsafe_no_jail:
             require_bwrap()  # one clear line now, before anything runs
         self.workers, self.limits = max(1, workers), limits
@@ -30,7 +30,7 @@ class LocalExecutor:
         root = Path(self._tmp.name if self._tmp else scratch).absolute()
         self.configs = [JailConfig(scratch=root / f"jail{k}", scratch_mb=limits.disk_mb, data=dict(data or {}),
                                    threads=threads, uid=model_uid(k), cuda=cuda, unsafe_no_jail=unsafe_no_jail,
-                                   warm_space=warm_space, harden=harden)
+                                   warm=warm, harden=harden)
                         for k in range(self.workers)]
         self._queue: queue.Queue = queue.Queue()
         self._busy = 0
@@ -64,7 +64,7 @@ class LocalExecutor:
                 try:
                     jail = self._jails[slot]
                     if jail is None or not jail.alive():
-                        jail = self._jails[slot] = Jail(self.configs[slot])
+                        jail = self._jails[slot] = Jail(self.configs[slot].serving(trial.handler_name()))
                     fut.set_result(jail.run(trial, self.limits, on_event))
                 except JailError as e:  # the jail itself failed, not the model: no verdict on the trial
                     fut.set_exception(e)

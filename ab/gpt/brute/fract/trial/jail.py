@@ -18,10 +18,13 @@ import pwd
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import ab.gpt
+
 from .cgroup import Cgroups, CgroupUnavailable
+from .protocol import handler_module
 from .seccomp import SeccompUnavailable, program, program_fd
 
 SCRATCH = "/scratch"
@@ -48,8 +51,14 @@ class JailConfig:
     cuda: bool = False
     unsafe_no_jail: bool = False  # debugging only: run the worker as a plain subprocess
     harden: bool = True  # per-trial cgroups and the seccomp filter where the host has them (off: benchmarks only)
-    warm_space: bool = False  # generation (many short trials): the zygote pre-validates trusted renders and
-    # backs its heap with huge pages for cheap forks (about 2-3 s at start); training jails skip both
+    preload: tuple[str, ...] = ()  # modules the zygote imports before it forks (the handlers of its trials)
+    warm: tuple[str, ...] = ()  # handlers ("module:function") the zygote runs once with its scratch folder before
+    # serving; with any, it also backs its heap with huge pages for cheap forks (generation: many short trials)
+
+    def serving(self, handler: str) -> "JailConfig":
+        """This configuration with the module of `handler` among the zygote's imports."""
+        module = handler_module(handler)
+        return self if module in self.preload else replace(self, preload=self.preload + (module,))
 
     def data_paths(self) -> dict[str, str]:
         """What the trial sees: the jail's paths of the data files (the host paths without a jail)."""
@@ -60,8 +69,6 @@ class JailConfig:
 
 def source_roots() -> list[str]:
     """Folders holding the `ab` package trees (PYTHONPATH entries), outside the virtualenv."""
-    import ab
-
     venv = Path(sys.prefix).resolve()
     roots = []
     for p in ab.__path__:
@@ -74,9 +81,6 @@ def source_roots() -> list[str]:
 def _ab_dirs() -> list[str]:
     """The `ab` folders outside the virtualenv, and where `ab.gpt` really lies (an `ab/gpt` symlink, as in a
     LEMUR root laid out like nn-dataset's checkout, points outside them)."""
-    import ab
-    import ab.gpt
-
     venv = Path(sys.prefix).resolve()
     dirs: list[Path] = []
     for p in list(ab.__path__) + list(ab.gpt.__path__):
@@ -104,7 +108,7 @@ def worker_argv(cfg: JailConfig, control_fd: int = 3) -> list[str]:
     scratch = str(cfg.scratch) if cfg.unsafe_no_jail else SCRATCH
     return [sys.executable, "-m", "ab.gpt.brute.fract.trial.worker", "--scratch", scratch, "--uid", str(cfg.uid),
             "--control-fd", str(control_fd)] + (["--no-jail"] if cfg.unsafe_no_jail else []) + \
-        (["--warm-space"] if cfg.warm_space else [])
+        [a for m in cfg.preload for a in ("--preload", m)] + [a for h in cfg.warm for a in ("--warm", h)]
 
 
 def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3, seccomp_fd: int | None = None

@@ -21,6 +21,8 @@ from typing import Callable
 import numpy as np
 
 MAX_HEADER = 64 << 10
+HANDLER_ROOT = "ab.gpt.brute.fract."
+TRAIN_HANDLER = HANDLER_ROOT + "trial.runner:train"  # the default handler of a train trial
 NUM_CLASSES = 10
 
 
@@ -32,6 +34,14 @@ class ProtocolError(ValueError):
 class Limits:
     max_state: int = 1 << 30  # bytes of one safetensors state
     max_frames: int = 1_000_000  # frames per trial (progress included)
+
+
+def handler_module(handler: str) -> str:
+    """The module of a trial's handler, named by the driver as "package.module:function" under this project."""
+    module, sep, func = handler.partition(":")
+    if not (sep and func.isidentifier() and module.startswith(HANDLER_ROOT)):
+        raise ValueError(f"bad trial handler {handler!r}: expected '{HANDLER_ROOT}<module>:<function>'")
+    return module
 
 
 def _reject_constant(name: str):

@@ -145,7 +145,7 @@ class _JailHost:
             relay = _Relay(out, max_other=int(trial.config.get("epochs") or 0) + 16)
             try:
                 if self.jail is None or not self.jail.alive():
-                    self.jail = Jail(self.cfg)
+                    self.jail = Jail(self.cfg.serving(trial.handler_name()))
                 res = self.jail.run(trial, limits, judge=relay)
                 if res.status != "relayed":
                     relay.flush()

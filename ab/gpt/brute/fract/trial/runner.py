@@ -24,9 +24,12 @@ import time
 import numpy as np
 import torch
 
-from ..data import TRANSFORMS, TensorCifar
-from ..meter import PeakMemory
+from .data import TRANSFORMS, TensorCifar
+from ..util.meter import PeakMemory
 from .protocol import write_frame
+from ..tune import memory
+from ..tune.memory import CPU_AMP_MIN_CHANNELS
+from .model_file import import_isolated
 
 STATE_FORMAT = "fractal-trial-state/1"
 # config keys that change the numbers; a saved state made under other values is not resumed. The epoch
@@ -37,9 +40,6 @@ DEFAULTS = {"epochs": 5, "batch": 16, "lr": 0.01, "momentum": 0.9, "dropout": 0.
             "seed": 0, "amp": "auto", "checkpointing": "auto", "channels_last": False, "compile": False,
             "device": "auto", "memory_budget": None, "threads": None, "train_limit": None, "test_limit": None,
             "eval_batch": 256, "save_best": False}
-# Measured on this project's 2-core CPU (bf16 autocast vs fp32, batch 16, fractal nets): bf16 is 17% slower
-# when the narrowest conv has 8 channels and 1.35-1.7x faster from 16 channels up.
-CPU_AMP_MIN_CHANNELS = 16
 
 
 def derive_seed(*parts: object) -> int:
@@ -96,8 +96,6 @@ def checkpointing_auto(model, batch: int, device: torch.device, budget: int | No
     """`checkpointing: auto`: (on, saved bytes, budget): on when the tensors one training forward saves
     without checkpointing exceed DEFAULT_SHARE of the budget (the driver's memory budget for this trial, or
     the device's free memory)."""
-    from ..tune import memory
-
     dtype = model.amp_dtype() if getattr(model, "amp", False) and hasattr(model, "amp_dtype") else torch.float32
     saved = memory.saved_tensor_bytes(model, batch, dtype=dtype)
     budget = int(budget) if budget else memory.free_bytes(device)
@@ -242,8 +240,6 @@ def test_logits(model, images: TensorCifar, batch: int, generator: torch.Generat
 
 
 def train(path: str, config: dict, resume: bytes | None, channel: int) -> None:
-    from ..validate import import_isolated
-
     config = {**DEFAULTS, **config}
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))

@@ -27,7 +27,7 @@ import numpy as np
 from ..lemur.system import train_stat_system
 from . import protocol
 from .cgroup import Budget
-from .jail import NOT_HARDENED, JailConfig, JailError, command, hardening, seccomp_fd
+from .jail import NOT_HARDENED, JailConfig, JailError, command, environment, hardening, seccomp_fd
 from .protocol import FrameReader, ProtocolError, write_frame
 
 STATE, HISTORY, BEST = "state.safetensors", "history.json", "best.safetensors"
@@ -64,6 +64,14 @@ class Trial:
     history: list[dict] = field(default_factory=list)
     state_dir: str | None = None  # where this side keeps state/history after each epoch
     train_images: int | None = None  # training images per epoch, as the driver configured them
+    handler: str = ""  # "module:function" the jailed worker runs (default for train: trial/runner.py's train)
+
+    def handler_name(self) -> str:
+        if self.handler:
+            return self.handler
+        if self.task == "train":
+            return protocol.TRAIN_HANDLER
+        raise ValueError(f"a {self.task} trial names no handler (Trial(..., handler='module:function'))")
 
 
 @dataclass
@@ -173,10 +181,11 @@ class Jail:
         that forwards the frames to the driver's judge instead (ray_node.py)."""
         deadline = time.monotonic() + trial.timeout
         judge = judge if judge is not None else _Judge(trial, limits, on_event)
+        handler = trial.handler_name()
         self.trials += 1
         budget = self._budget(limits)
         try:
-            return self._run(trial, limits, judge, deadline, budget)
+            return self._run(trial, limits, judge, deadline, budget, handler)
         finally:
             if budget is not None:
                 budget.close()
@@ -194,7 +203,8 @@ class Jail:
         memory = None if limits.memory_gb is None else int(float(limits.memory_gb) * (1 << 30))
         return groups.budget(f"{os.getpid()}-{self.cfg.uid}-{self.trials}", memory, limits.nproc)
 
-    def _run(self, trial: Trial, limits: TrialLimits, judge, deadline: float, budget: Budget | None) -> TrialResult:
+    def _run(self, trial: Trial, limits: TrialLimits, judge, deadline: float, budget: Budget | None,
+             handler: str) -> TrialResult:
         r, w = os.pipe()
         try:
             config = dict(trial.config)
@@ -204,8 +214,8 @@ class Jail:
                 config["start_epoch"] = len(trial.history)
             try:
                 socket.send_fds(self.sock, [b"R"], [w] + (budget.fds if budget is not None else []))
-                write_frame(self.sock.fileno(), {"type": "run", "task": trial.task, "config": config,
-                                                 "limits": limits.__dict__},
+                write_frame(self.sock.fileno(), {"type": "run", "task": trial.task, "handler": handler,
+                                                 "config": config, "limits": limits.__dict__},
                             [trial.code.encode(), trial.resume or b""])
             except OSError as e:
                 self.kill()
@@ -257,8 +267,6 @@ class Jail:
 
 def _host_env(cfg: JailConfig) -> dict[str, str]:
     """bwrap itself gets no driver variables either (its /proc/1/environ would show them)."""
-    from .jail import environment
-
     return environment(cfg)
 
 

@@ -4,7 +4,9 @@ Started by the driver as `python -m ab.gpt.brute.fract.trial.worker` (inside bwr
 control socket on fd 3. It makes itself non-dumpable (no ptrace, no /proc/<zygote>/fd for anyone
 without privileges), imports torch and the trial code, says "ready", then serves one request at a time:
 the driver sends the write end of a fresh pipe (the trial's own channel) and a "run" frame (task, config,
-limits; payloads: the model code and an optional resume state). For each request the zygote:
+limits, and the job's handler "package.module:function", named by the driver; payloads: the model code and an
+optional resume state). The zygote imports its handlers' modules (`--preload`) and runs the driver's warm-up
+handlers (`--warm`) before it forks; it imports nothing above trial/ by name. For each request the zygote:
 
 1. creates /scratch/t<k> owned by the model uid, and forks;
 2. the child moves itself into the trial's cgroups (the driver made them and sent their cgroup.procs
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import importlib
 import os
 import resource
 import shutil
@@ -37,31 +40,13 @@ import traceback
 from pathlib import Path
 
 from .cgroup import join
-from .protocol import FrameReader, write_frame
+from .protocol import TRAIN_HANDLER, FrameReader, handler_module, write_frame
 
 PR_SET_DUMPABLE = 4
 MADV_COLLAPSE = 25  # Linux >= 6.1
 HUGE_PAGE = 2 << 20
 MAX_REQUEST = 2 << 30
 IPC_RMID = 0
-_WARM_MODEL = '''
-import torch, torch.nn as nn
-def supported_hyperparameters():
-    return {"lr", "momentum", "dropout"}
-class Net(nn.Module):
-    def __init__(self, in_shape, out_shape, prm, device):
-        super().__init__()
-        self.f = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.1),
-                               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, out_shape[0]))
-        self.to(device)
-    def forward(self, x):
-        return self.f(x)
-    def train_setup(self, prm):
-        self.criteria = (nn.CrossEntropyLoss(),)
-        self.optimizer = torch.optim.SGD(self.parameters(), lr=prm["lr"], momentum=prm["momentum"])
-    def learn(self, data):
-        return 0.0, 0.0
-'''
 
 
 def _nondumpable() -> None:
@@ -70,48 +55,20 @@ def _nondumpable() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
 
 
-def _import_all() -> None:
-    """Import what every task needs (no compute threads start, so forking afterwards is safe)."""
+def _import_all(modules: list[str]) -> None:
+    """Import what every task needs (no compute threads start, so forking afterwards is safe): torch, the
+    trial runner and the modules of the handlers this jail serves."""
     import numpy  # noqa: F401
     import safetensors.torch  # noqa: F401
     import torch  # noqa: F401
 
-    from ..boundary import cnn  # noqa: F401
-    from . import runner  # noqa: F401
-    from .. import validate  # noqa: F401
+    for module in [handler_module(TRAIN_HANDLER), *modules]:
+        importlib.import_module(module)
 
 
-def _warm_up(scratch: Path) -> None:
-    """Validate one tiny model on the meta device, so a forked validation starts with torch's lazy state
-    initialised (meta only: no compute threads start)."""
-    from ..validate import check_model_file
-
-    path = scratch / ".warm_up.py"
-    path.write_text(_WARM_MODEL)
-    try:
-        check_model_file(str(path), mode="meta")
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _warm_space(scratch: Path) -> None:
-    """Validate, in the zygote, trusted renders of our own template that cover every layer combination
-    and block shape of the default space (depth 4, two columns), so each forked child finds the meta
-    kernels it needs already cached (generation only; about 2-3 s per jail)."""
-    from ..fractal_template import render
-    from ..space.registry import build_registry
-    from ..space.space import Space
-    from ..validate import check_model_file
-
-    reg = build_registry(third_party=False)
-    path = scratch / ".warm_space.py"
-    try:
-        for spec in Space.default(reg):
-            if spec.depth == 4 and spec.columns == 2 and spec.dropout > 0:
-                path.write_text(render(spec, reg))
-                check_model_file(str(path), mode="meta")
-    finally:
-        path.unlink(missing_ok=True)
+def _handler(name: str):
+    """The function a handler name "package.module:function" (checked: under this project) names."""
+    return getattr(importlib.import_module(handler_module(name)), name.partition(":")[2])
 
 
 def _collapse_heap() -> int:
@@ -198,19 +155,11 @@ def _child(channel: int, groups: list[int], header: dict, payloads: list[bytes],
     path.write_bytes(code)
     task, config = header["task"], header["config"]
     try:
+        fn = _handler(header["handler"])
         if task == "train":
-            from .runner import train
-
-            train(str(path), config, resume or None, channel)
+            fn(str(path), config, resume or None, channel)
         else:
-            if task == "validate":
-                from ..validate import check_model_file as fn
-            elif task == "pixels":
-                from ..boundary.cnn import train_pixels as fn
-            else:
-                raise ValueError(f"unknown task {task!r}")
-            value = fn(str(path), **config) if task == "validate" else fn(str(path), config)
-            write_frame(channel, {"type": "result", "value": value})
+            write_frame(channel, {"type": "result", "value": fn(str(path), config)})
     except BaseException as e:  # noqa: BLE001 - every failure is a message
         msg = (f"{type(e).__name__}: {e}".splitlines() or [type(e).__name__])[0][:500]
         oom = isinstance(e, MemoryError) or any(s in msg.lower() for s in (
@@ -315,7 +264,9 @@ def main() -> None:
     ap.add_argument("--uid", type=int, required=True)
     ap.add_argument("--control-fd", type=int, default=3)
     ap.add_argument("--no-jail", action="store_true")
-    ap.add_argument("--warm-space", action="store_true")
+    ap.add_argument("--preload", action="append", default=[], help="module to import before forking (repeatable)")
+    ap.add_argument("--warm", action="append", default=[],
+                    help="handler 'module:function' to run with the scratch folder before serving (repeatable)")
     args = ap.parse_args()
     jail = not args.no_jail
     _nondumpable()
@@ -326,14 +277,13 @@ def main() -> None:
     scratch = Path(args.scratch)
     if jail:
         os.chmod(scratch, 0o711)  # the model uid may pass through to its own folder, not list it
-    _import_all()
-    if args.warm_space:  # generation: thousands of validations of ~50 ms each, where forks must be cheap
-        _warm_up(scratch)
-        _warm_space(scratch)
+    _import_all(args.preload)
+    for name in args.warm:  # generation: thousands of validations of ~50 ms each, where forks must be cheap
+        _handler(name)(scratch)
     reader = FrameReader(ctl.fileno(), MAX_REQUEST)
     gc.collect()
     gc.freeze()  # forked children do not touch (and copy) the zygote's objects when they collect
-    if args.warm_space:  # 0.7 s here against ~3 ms saved per fork: only for many short trials
+    if args.warm:  # 0.7 s here against ~3 ms saved per fork: only for many short trials
         _collapse_heap()
     write_frame(ctl.fileno(), {"type": "ready"})
     for k in range(1, 1 << 62):

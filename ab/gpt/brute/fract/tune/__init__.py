@@ -1,1 +1,1 @@
-"""Per-machine policies for training sweeps (issue 12): memory, probes, compile, halving, plan."""
+"""Per-machine policies for training: memory, probes, compile, AMP/checkpointing choices, cost model."""

@@ -9,7 +9,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..atomic import write_json
+from ..util.atomic import write_json
 
 CACHE_ENV = "NN_GPT_FRACTAL_TUNE_CACHE"
 VERSION = 1

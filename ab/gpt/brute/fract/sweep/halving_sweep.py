@@ -30,13 +30,13 @@ from typing import Callable
 
 import click
 
-from .. import results
-from ..atomic import write_json
-from ..sweep_order import ORDERS
+from . import results
+from .results import WORK
+from ..util.atomic import write_json
+from .order import ORDERS
 from .halving import Rungs, Schedule, Trial, parse_budgets, step, sweep_rungs, trial_from_run
 
 NAME = "halving"
-WORK = ".work"  # evaluate.WORK (not imported: evaluate imports this module)
 
 
 class RungsParam(click.ParamType):

@@ -20,6 +20,8 @@ from typing import Callable
 
 from .halving import Rungs
 from .plan import Plan, _dur, _si, list_schedule
+from . import results
+from .halving_sweep import schedule_of
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,4 @@ def render(hp: HalvingPlan, echo: Callable[[str], None] = print) -> None:
 
 def halving_records(out: Path) -> list[str]:
     """Models with a halving run's record in `out`: the plan leaves them out and estimates a fresh run only."""
-    from .. import results
-    from .halving_sweep import schedule_of
-
     return [r.get("name") for r in results.load_runs(out) if schedule_of(r) is not None]

@@ -14,17 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import folder_lock
-from .atomic import write_text
-from .lemur.names import code_model_name
-from .fractal_template import code_hash, render
+from ..util import folder_lock
+from ..util.atomic import write_text
+from ..lemur.names import code_model_name
+from .template import code_hash, render
 from .manifest import Manifest
-from .space import codecheck
-from .space.catalog import Registry
-from .space.generators import CodeProposal
-from .space.spec import ArchSpec
-from .trial import Trial, TrialLimits
-from .trial.executors import LocalExecutor
+from . import codecheck, validate, warm
+from ..space.catalog import Registry
+from ..space.generators import CodeProposal
+from ..space.spec import ArchSpec
+from ..trial import Trial, TrialLimits
+from ..trial.executors import LocalExecutor
 
 STAGING = ".staging"
 SYNC_INTERVAL = 1.0  # seconds between manifest fsyncs
@@ -163,7 +163,7 @@ def _run(proposals, registry, out, manifest, *, limit, generator, workers, mode,
 
     # validation runs forward and backward passes of the model: each in its own jailed process
     with LocalExecutor(workers, TrialLimits(cpu_s=int(timeout) + 60), unsafe_no_jail=unsafe_no_jail,
-                       warm_space=True) as box:
+                       warm=warm.HANDLERS) as box:
         items = iter(proposals)
         while True:
             # ask for another proposal only while the pending ones could still leave the limit unmet
@@ -190,7 +190,8 @@ def _run(proposals, registry, out, manifest, *, limit, generator, workers, mode,
             path = staging / f"{c.name}.py"
             # no fsync: a file is trusted on a rerun only if its manifest record's code hash matches it
             write_text(path, c.code, durable=False)
-            pending[box.submit(Trial("validate", c.code, {"mode": mode}, timeout))] = (c, path)
+            trial = Trial("validate", c.code, {"mode": mode}, timeout, handler=validate.TRIAL_HANDLER)
+            pending[box.submit(trial)] = (c, path)
             drain(2 * workers - 1)
         drain(0)
     shutil.rmtree(staging, ignore_errors=True)

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import append_line, sync_file, write_text
+from ..util.atomic import append_line, sync_file, write_text
 
 MANIFEST = "manifest.jsonl"
 REQUIRED = ("name", "spec", "spec_hash", "status")

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .paths import lemur_root
+from ..util.paths import lemur_root
 
 DATA_ENV = "NN_GPT_FRACTAL_CIFAR"
 FOLDER = "cifar-10-batches-py"

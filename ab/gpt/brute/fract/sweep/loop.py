@@ -17,9 +17,9 @@ from pathlib import Path
 from statistics import mean
 from typing import Callable, Iterable
 
-from .atomic import append_line
-from .generate import Outcome
-from .manifest import MANIFEST, Manifest
+from ..util.atomic import append_line
+from ..generation.generate import Outcome
+from ..generation.manifest import MANIFEST, Manifest
 from .results import load_run
 
 EVAL_MODULE = "ab.gpt.NNEval"

@@ -11,7 +11,7 @@ one-line error).
 
 Resume: a model whose `runs/<Model>.json` exists is done and is skipped (its DB rows are re-checked), except
 one whose trial was killed from outside (status killed), which is retried, and one a halving sweep left
-"running" (`--schedule halving` has its own rung-aware rule: tune/halving_sweep.py). Unfinished trials keep the state
+"running" (`--schedule halving` has its own rung-aware rule: sweep/halving_sweep.py). Unfinished trials keep the state
 their jail sent after each epoch in `new_lemur/.work/<Model>/seed<k>/` (safetensors + the epochs so far,
 written by the driver), so a rerun after any interruption, kill -9 included, continues after the last
 finished epoch.
@@ -33,23 +33,27 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from . import folder_lock, results
-from .data import lemur_norm, locate, prepare
-from .fractal_template import render
-from .manifest import Manifest
-from .paths import lemur_root
-from .space import codecheck
-from .space.registry import build_registry
-from .space.spec import ArchSpec
-from .sweep_order import ORDERS
-from .trial import Trial, TrialLimits, TrialResult
-from .trial.executors import LocalExecutor, RayExecutor
-from .trial.jail import require_bwrap
-from .trial.runner import config_hash
-from .trial.session import BEST, HISTORY, STATE
-from .tune.policies import SweepPolicies, checkpointing_record
+from ..util import folder_lock
+from . import results
+from .results import WORK
+from ..trial.data import lemur_norm, locate, prepare
+from ..generation.manifest import Manifest
+from ..util.paths import lemur_root
+from ..generation import codecheck
+from .order import ORDERS
+from ..trial import Trial, TrialLimits, TrialResult
+from ..trial.executors import LocalExecutor, RayExecutor
+from ..trial.jail import require_bwrap
+from ..trial.runner import config_hash
+from ..trial.session import BEST, HISTORY, STATE
+from ..tune.policies import SweepPolicies, checkpointing_record
+from ..generation.generate import file_intact
+from ..generation.template import render
+from ..space.registry import build_registry
+from ..space.spec import ArchSpec
+from . import halving_sweep
+from ..lemur.register import LemurDB, StatFileError
 
-WORK = ".work"
 
 
 @dataclass
@@ -90,7 +94,7 @@ class SweepConfig:
     threads: int | None = None
     save_best: bool = False
     retry_failed: bool = False
-    schedule: str = "full"  # full: every model gets `epochs`; halving: tune/halving_sweep.py
+    schedule: str = "full"  # full: every model gets `epochs`; halving: sweep/halving_sweep.py
     eta: int = 3  # halving: the best 1/eta of a rung go on
     rungs: tuple[int, ...] | None = None  # halving: budgets before the full one (None: make_rungs)
     min_keep: int = 1  # halving: at least this many go on from a rung
@@ -141,8 +145,6 @@ class SweepOutcome:
 
 def discover(models_dir: Path, pattern: str | None = None) -> list[ModelEntry]:
     """Models in generation order: the manifest's valid records whose file is intact, then other *.py files."""
-    from .generate import file_intact
-
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         raise FileNotFoundError(f"no models folder {models_dir}; generate models first "
@@ -290,7 +292,6 @@ def _sweep(cfg: SweepConfig, entries: list[ModelEntry], out: Path, say) -> Sweep
         todo = todo[:cfg.limit]
     todo = ORDERS[cfg.order](todo)
     if cfg.schedule == "halving":  # the whole halving population, decided rung by rung from the records
-        from .tune import halving_sweep
 
         todo, done = halving_sweep.select(cfg, entries, out)
     outcome.skipped = len(done)
@@ -306,8 +307,6 @@ def _sweep(cfg: SweepConfig, entries: list[ModelEntry], out: Path, say) -> Sweep
         data = prepare(locate(cfg.data_dir), lemur_root() / "out" / "cache").to_dict()
     db = None
     if cfg.register:
-        from .lemur.register import LemurDB
-
         db = LemurDB(cfg.db or lemur_root() / "db" / "ab.nn.db", fetch=cfg.fetch_lemur_db)
         outcome.db_note = db.note
         if db.note:
@@ -500,8 +499,6 @@ def _keep_best(cfg: SweepConfig, out: Path, name: str, run_dir: Path) -> None:
 
 def _register(db, out: Path, name: str, outcome: SweepOutcome, say: Callable[[str], None]) -> None:
     """Register one model; a corrupt stat file is reported for that model and the sweep goes on."""
-    from .lemur.register import StatFileError
-
     try:
         outcome.registered_rows += db.register(out, name)
     except StatFileError as e:

@@ -16,9 +16,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from ..sweep_order import longest_first
-from .cost import TRAIN_FACTOR, drop_path_factor  # noqa: F401 (part of this module's interface)
-from .synthetic import ShapeClass, shape_class_of_spec
+from .order import longest_first
+from ..tune.cost import TRAIN_FACTOR, drop_path_factor  # noqa: F401 (part of this module's interface)
+from ..tune.synthetic import ShapeClass, shape_class_of_spec
+from ..space.registry import build_registry
+from ..generation.manifest import Manifest
+from ..trial.data import TEST_FILE, TRAIN_FILES, DataError, _read_batch, locate
+from . import results
+from .evaluate import discover
+from .calibrate import calibrate as run_calibration
 
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
 
@@ -50,8 +56,6 @@ class Entry:
 @lru_cache(maxsize=1)
 def conv_layers() -> frozenset[str]:
     """Names of the registered conv-slot layers (plugins' included)."""
-    from ..space.registry import build_registry
-
     try:
         return frozenset(build_registry().options_for("conv"))
     except Exception:  # a broken plugin must not break the plan: group by shape class alone
@@ -150,8 +154,6 @@ def make_plan(entries: list[Entry], epochs: int, seeds: int = 1, train_images: i
 
 def entries_from_manifest(models_dir: Path, names: list[str] | None = None) -> list[Entry]:
     """Entries of the manifest's valid records (optionally only `names`, in that order)."""
-    from ..manifest import Manifest
-
     recs = {r["name"]: r for r in Manifest.load(Path(models_dir)).valid()}
     chosen = names if names is not None else list(recs)
     return [Entry(n, recs[n].get("flops"), recs[n].get("params"), recs[n].get("spec")) if n in recs
@@ -160,8 +162,6 @@ def entries_from_manifest(models_dir: Path, names: list[str] | None = None) -> l
 
 def count_images(batches_dir: Path) -> tuple[int, int]:
     """(training images, test images) in a cifar-10-batches-py folder."""
-    from ..data import TEST_FILE, TRAIN_FILES, _read_batch
-
     train = sum(len(_read_batch(Path(batches_dir) / f)[1]) for f in TRAIN_FILES)
     return train, len(_read_batch(Path(batches_dir) / TEST_FILE)[1])
 
@@ -228,10 +228,6 @@ def plan_sweep(models: Path, out: Path, pattern: str | None = None, limit: int |
                overhead_s: float = TRIAL_OVERHEAD_S, echo: Callable[[str], None] = print) -> Plan:
     """The plan of the sweep `NNEval` would run with these options (the same models, filter, limit and
     resume rule), calibrated on this device unless `calibrate` is off. Trains nothing."""
-    from .. import results
-    from ..data import DataError, locate
-    from ..evaluate import discover
-
     found = discover(models, pattern)
     todo = [e for e in found
             if (rec := results.load_run(out, e.name)) is None or (retry_failed and rec["status"] != "trained")]
@@ -251,8 +247,6 @@ def plan_sweep(models: Path, out: Path, pattern: str | None = None, limit: int |
     if calibrate and not any(e.flops and e.spec for e in entries):
         calibrate = False
     if calibrate:
-        from .calibrate import calibrate as run_calibration
-
         try:
             rates, overhead_s, workers = run_calibration(
                 entries, models, data_dir, batch=batch, device=device, workers=workers, threads=threads,

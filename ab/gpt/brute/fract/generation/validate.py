@@ -8,19 +8,16 @@ mode "real" runs on the CPU with real tensors and also calls `train_setup` and t
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import itertools
 import math
-import sys
-from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from ..trial.model_file import ContractError, import_isolated
+
 DEFAULT_PRM = {"lr": 0.01, "momentum": 0.9, "dropout": 0.2}
 KNOWN_HYPERPARAMETERS = {"lr", "momentum", "dropout"}
-_counter = itertools.count()
 
 
 # argument types that are neither tensors nor containers, tested by exact type before any isinstance
@@ -175,25 +172,6 @@ class MetaShapeCache(TorchDispatchMode):
 _META_CACHE = MetaShapeCache()
 
 
-class ContractError(ValueError):
-    """The model breaks the LEMUR model contract."""
-
-
-def import_isolated(path: str | Path):
-    """Import a model file under a fresh module name; it is removed from sys.modules afterwards."""
-    name = f"_fractal_candidate_{next(_counter)}"
-    spec = importlib.util.spec_from_file_location(name, str(path))
-    if spec is None or spec.loader is None:
-        raise ContractError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(name, None)
-    return module
-
-
 _FLOPS: dict = {}  # (op, argument metadata) -> FLOPs, for meta-device arguments
 
 
@@ -321,3 +299,11 @@ def _exercise(net_cls, mode: str, in_shape: tuple, out_shape: tuple, batch: int,
             raise ContractError(f"learn() returned ({acc}, {loss}), expected (accuracy in [0,1], finite loss)")
         result.update(learn_accuracy=float(acc), learn_loss=float(loss))
     return result
+
+
+def validate_trial(path: str, config: dict) -> dict:
+    """The jailed worker's handler of a validate trial: `check_model_file` with the trial's config."""
+    return check_model_file(path, **config)
+
+
+TRIAL_HANDLER = f"{__name__}:validate_trial"

@@ -19,7 +19,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Callable
 
-from .cost import TRAIN_FACTOR, drop_path_factor
+from ..tune.cost import TRAIN_FACTOR, drop_path_factor
+from ..trial.data import lemur_norm, locate, prepare
+from .evaluate import ModelEntry, SweepConfig, make_policies, trial_config
+from ..util.paths import lemur_root
+from ..trial import Trial, TrialLimits
+from ..trial.executors import LocalExecutor
 
 CAL_STEPS = 24  # training steps per calibration trial
 
@@ -39,11 +44,6 @@ def calibrate(entries, models_dir: Path, data_dir: str | None, *, batch: int, de
     """({calibration group: achieved training FLOP/s per worker}, per-trial overhead s, workers)."""
     import torch
 
-    from ..data import lemur_norm, locate, prepare
-    from ..evaluate import ModelEntry, SweepConfig, make_policies, trial_config
-    from ..paths import lemur_root
-    from ..trial import Trial, TrialLimits
-    from ..trial.executors import LocalExecutor
 
     reps = representatives(entries)
     data = prepare(locate(data_dir), lemur_root() / "out" / "cache").to_dict()

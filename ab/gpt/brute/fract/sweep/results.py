@@ -10,7 +10,7 @@ and how to read them. The LEMUR files themselves (model code, per-epoch stat JSO
                                 "epoch_time_s", "images_per_s", "peak_memory_mb"}]}],
          "spec" (the generator's spec dict, or null), "config" {lr, momentum, batch, epochs, transform,
          amp, checkpointing, device},
-         "schedule" (only under --schedule halving: where and why the model stopped, tune/halving_sweep.py)}
+         "schedule" (only under --schedule halving: where and why the model stopped, sweep/halving_sweep.py)}
         status is one of trained, diverged, out-of-memory, timed-out, error; the model's status is
         "trained" when every seed trained, else that of its first seed that did not. Numbers that were
         not finite are null; a diverged seed's last epoch has null losses/accuracy.
@@ -25,13 +25,14 @@ import json
 import time
 from pathlib import Path
 
-from .atomic import write_json, write_text
-from .lemur.stats import stat_trials, write_stat_files
+from ..util.atomic import write_json, write_text
+from ..lemur.stats import stat_trials, write_stat_files
 
 STATUSES = ("trained", "diverged", "out-of-memory", "timed-out", "error", "killed")  # killed: retried next run
 EPOCH_KEYS = ("epoch", "accuracy", "train_loss", "val_loss", "train_accuracy", "epoch_time_s", "images_per_s",
               "peak_memory_mb")
 CONFIG_KEYS = ("lr", "momentum", "batch", "epochs", "transform", "amp", "checkpointing", "device")
+WORK = ".work"  # the sweep's folder of unfinished trials, one subfolder per model
 
 
 def runs_dir(out: Path) -> Path:

@@ -1,0 +1,1 @@
+"""Plumbing shared by every stage: atomic writes, folder locks, paths, a progress meter, CLI helpers."""
