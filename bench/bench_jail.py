@@ -119,6 +119,7 @@ def training(train_limit: int, repeats: int) -> None:
     print(f"training {spec.name}, {train_limit} images, 2 threads (median of {repeats} alternating runs each): "
           f"jail with cgroup+seccomp {med['hardened']:.0f} img/s, jail without {med['plain']:.0f} img/s, "
           f"unsafe-no-jail {med['bare']:.0f} img/s")
+    print("  every run, img/s: " + "; ".join(f"{k} {', '.join(f'{r:.1f}' for r in v)}" for k, v in rates.items()))
     print(f"  cgroup+seccomp cost: {med['hardened'] / med['plain']:.3f}x (goal >= 0.97x); whole jail: "
           f"{med['hardened'] / med['bare']:.3f}x of no jail (goal >= 0.97x)")
 
