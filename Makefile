@@ -34,8 +34,10 @@ setup: $(VENV)/.pkg
 demo: setup system-deps
 	$(PY) -m ab.gpt.brute.fract.demo
 
+# Tests run on every core (pytest-xdist); the 15 slowest are listed at the end.
+TEST_WORKERS ?= auto
 test: setup system-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 bench: setup
 	$(PY) bench/bench_generate.py

@@ -67,7 +67,10 @@ def cli():
 def tune_cache(tmp_path_factory) -> Path:
     """One per-machine tuning cache for the whole test session (not the user's): each shape class is
     probed once, on this machine, by the first sweep that needs it."""
-    path = tmp_path_factory.mktemp("tune") / "tune.json"
+    base = tmp_path_factory.getbasetemp()
+    # under pytest-xdist every worker has its own basetemp below one shared folder: share the cache there
+    path = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "tune" / "tune.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     old = os.environ.get("NN_GPT_FRACTAL_TUNE_CACHE")
     os.environ["NN_GPT_FRACTAL_TUNE_CACHE"] = str(path)
     yield path
@@ -75,3 +78,17 @@ def tune_cache(tmp_path_factory) -> Path:
         os.environ.pop("NN_GPT_FRACTAL_TUNE_CACHE", None)
     else:
         os.environ["NN_GPT_FRACTAL_TUNE_CACHE"] = old
+
+
+# Folders whose tests share an expensive session fixture (a trained sweep, built models, an installed plugin)
+# or a machine-wide service (Ray): under pytest-xdist (`--dist loadgroup`) each runs on one worker, so the fixture
+# is built once; every other test is spread over the workers one by one.
+SHARED_FIXTURE_DIRS = ("lemur", "report", "llm", "distributed", "study")
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        rel = Path(str(item.fspath)).resolve().relative_to(tests).parts
+        if len(rel) > 1 and rel[0] in SHARED_FIXTURE_DIRS:
+            item.add_marker(pytest.mark.xdist_group(rel[0]))

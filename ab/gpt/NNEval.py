@@ -11,6 +11,7 @@ cifar-10-batches-py folder), else <LEMUR root>/data (downloaded as nn-dataset do
 """
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import click
@@ -48,24 +49,44 @@ def summary_rows(outcome: SweepOutcome) -> list[list[str]]:
     return rows
 
 
-def print_summary(outcome: SweepOutcome) -> None:
+SHOWN = 10  # rows of the end-of-run table; the full table goes to a CSV file
+TABLE = "last_run.csv"
+
+
+def _best_first(rows: list[list[str]]) -> list[list[str]]:
+    return sorted(rows, key=lambda r: (r[1] != "trained", -float(r[2]) if r[2] != "-" else 0.0, r[0]))
+
+
+def print_summary(outcome: SweepOutcome, out: Path | None = None) -> None:
+    """The run's counts and its best SHOWN models; with more, the full table is written to out/last_run.csv."""
     head = ["model", "status", "accuracy", "img/s", "peak MB", "time s", "message"]
-    rows = summary_rows(outcome)
-    if rows:
+    rows = _best_first(summary_rows(outcome))
+    if len(rows) > SHOWN and out is not None:
+        path = Path(out) / TABLE
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerows([head] + rows)
+    shown = rows[:SHOWN]
+    if shown:
+        title = "NNEval summary (this run)" if len(rows) <= SHOWN else \
+            f"NNEval summary (this run): the best {SHOWN} of {len(rows)} models"
         try:
             from rich.console import Console
             from rich.table import Table
 
-            table = Table(title="NNEval summary (this run)")
+            table = Table(title=title)
             for h in head:
                 table.add_column(h, overflow="fold")
-            for row in rows:
+            for row in shown:
                 table.add_row(*row)
             Console(width=160).print(table)
         except ImportError:
-            widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-            for row in [head] + rows:
+            click.echo(title)
+            widths = [max(len(h), *(len(r[i]) for r in shown)) for i, h in enumerate(head)]
+            for row in [head] + shown:
                 click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        if len(rows) > SHOWN:
+            click.echo(f"{len(rows) - SHOWN} more models" + (f": the full table is in {Path(out) / TABLE}"
+                                                             if out is not None else ""))
     s, last = outcome.summary, outcome.summary.get("last_run", {})
     counts = ", ".join(f"{k} {v}" for k, v in last.get("counts", {}).items() if v)
     rate = last.get("success_rate")
@@ -206,7 +227,7 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
         if not torch.cuda.is_available():
             raise click.BadParameter("torch sees no CUDA device", param_hint="--device")
     outcome = run_sweep(cfg, say=lambda m: click.echo(m, err=True))
-    print_summary(outcome)
+    print_summary(outcome, cfg.out)
     return 2 if outcome.stat_errors else 0  # each was reported (one line per model); the rest went on
 
 

@@ -17,6 +17,7 @@ COMMANDS = {
     "generate": ("ab.gpt.brute.fract.AlterNNFN", "generate and validate FractalNet variants (AlterNNFN)"),
     "eval": ("ab.gpt.NNEval", "train and evaluate generated models into new_lemur/ (NNEval)"),
     "report": ("ab.gpt.brute.fract.report.__main__", "analyse a sweep: tables, figures, statistics, HTML"),
+    "study": ("ab.gpt.brute.fract.study.__main__", "run or plan a declared study (study.toml) end to end"),
     "boundary": ("ab.gpt.brute.fract.boundary.__main__", "trainability-boundary maps, zooms and dimensions"),
 }
 

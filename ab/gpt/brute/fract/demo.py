@@ -55,7 +55,7 @@ def main() -> int:
                       train_limit=None if small else 10_000, test_limit=None if small else 2_000,
                       filter=PATTERN, workers=2, threads=1)  # two single-thread workers: no OpenMP contention
     outcome = run_sweep(cfg, say=lambda m: print(m, file=sys.stderr))
-    print_summary(outcome)
+    print_summary(outcome, cfg.out)
     print(f"results: {cfg.out} (runs/, stat/train/, summary.json); DB: {lemur_root() / 'db' / 'ab.nn.db'}")
 
     db = lemur_root() / "db" / "ab.nn.db"  # where run_sweep registered: the report counts the DB rows

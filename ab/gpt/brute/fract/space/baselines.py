@@ -13,7 +13,7 @@ PLAIN_LAYERS = (5, 10, 20, 40)
 def plain(spec: ArchSpec, layers: int) -> ArchSpec:
     """The plain network with `spec`'s ops and widths and `layers` ops (at least one per block)."""
     return ArchSpec(depth=spec.depth, columns=1, channels=spec.channels, layers=spec.layers, dropout=spec.dropout,
-                    join="mean", local_drop=0.0, global_drop=0.0, pool=spec.pool, head=spec.head, kind="plain",
+                    block_dropout=spec.block_dropout, join="mean", local_drop=0.0, global_drop=0.0, pool=spec.pool, head=spec.head, kind="plain",
                     plain_layers=max(layers, spec.depth))
 
 

@@ -98,6 +98,7 @@ class SweepConfig:
     eta: int = 3  # halving: the best 1/eta of a rung go on
     rungs: tuple[int, ...] | None = None  # halving: budgets before the full one (None: make_rungs)
     min_keep: int = 1  # halving: at least this many go on from a rung
+    eval_column: str | None = None  # "deepest": score a fractal net's deepest column alone (training unchanged)
     quiet: bool = False
     static_check: bool = True  # the first filter; off only to show the jail holds without it
     unsafe_no_jail: bool = False  # debugging only
@@ -174,7 +175,7 @@ def trial_config(cfg: SweepConfig, seed: int, norm, threads: int | None, device:
             "transform": cfg.transform, "seed": seed, "amp": cfg.amp, "checkpointing": cfg.checkpointing,
             "channels_last": cfg.channels_last, "compile": cfg.compile == "on", "device": device, "threads": threads,
             "train_limit": cfg.train_limit, "test_limit": cfg.test_limit, "norm": [list(v) for v in norm],
-            "save_best": cfg.save_best, "eval_batch": 256, **(policies or {})}
+            "save_best": cfg.save_best, "eval_batch": 256, "eval_column": cfg.eval_column, **(policies or {})}
     conf["config_hash"] = config_hash(conf)
     return conf
 

@@ -35,11 +35,11 @@ STATE_FORMAT = "fractal-trial-state/1"
 # config keys that change the numbers; a saved state made under other values is not resumed. The epoch
 # count is not one of them (no schedule depends on it): a finished shorter run can be extended.
 RESULT_KEYS = ("batch", "lr", "momentum", "dropout", "transform", "seed", "amp", "checkpointing",
-               "channels_last", "compile", "device", "train_limit", "test_limit", "eval_batch", "norm")
+               "channels_last", "compile", "device", "train_limit", "test_limit", "eval_batch", "norm", "eval_column")
 DEFAULTS = {"epochs": 5, "batch": 16, "lr": 0.01, "momentum": 0.9, "dropout": 0.2, "transform": "norm_flip",
             "seed": 0, "amp": "auto", "checkpointing": "auto", "channels_last": False, "compile": False,
             "device": "auto", "memory_budget": None, "threads": None, "train_limit": None, "test_limit": None,
-            "eval_batch": 256, "save_best": False}
+            "eval_batch": 256, "save_best": False, "eval_column": None}
 
 
 def derive_seed(*parts: object) -> int:
@@ -250,6 +250,8 @@ def train(path: str, config: dict, resume: bytes | None, channel: int) -> None:
            "batch": config["batch"], "epoch": config["epochs"], "transform": config["transform"]}
     module = import_isolated(path)
     model, decided = build(module, config, device, prm)
+    if config["eval_column"] == "deepest" and hasattr(model, "eval_column"):  # test logits of column C-1 alone
+        model.eval_column = int(getattr(module, "COLUMNS", 1)) - 1
     write_frame(channel, {"type": "info", "params": sum(p.numel() for p in model.parameters()),
                           "amp": bool(getattr(model, "amp", False)),
                           "checkpointing": bool(getattr(model, "grad_checkpoint", False)),
