@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SRC := $(shell find ab plugins -name '*.py' -o -name '*.j2' -o -name 'pyproject.toml' 2>/dev/null) pyproject.toml
 
-.PHONY: setup system-deps demo test bench clean-venv
+.PHONY: setup system-deps demo test bench gpu-check clean-venv
 
 # Headless Chromium for the report's browser test, and bubblewrap, the jail every model runs in
 # (Debian packages); needs root or sudo.
@@ -43,6 +43,10 @@ bench: setup
 	$(PY) bench/bench_generate.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_boundary.py
+
+# Every GPU figure in one run (about 6 minutes on one H100/H200-class GPU); fails without CUDA.
+gpu-check: setup system-deps
+	$(PY) bench/gpu_check.py --out gpu_check.json
 
 clean-venv:
 	rm -rf $(VENV)

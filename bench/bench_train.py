@@ -139,26 +139,30 @@ def timed_run(args: list[str], cwd: Path, extra_env: dict | None = None) -> floa
     return wall
 
 
-def ours(mid: Path, batches: Path, root: Path, k: int) -> tuple[float, dict]:
-    """NNEval with its defaults on the one model, into a fresh results folder and DB; (wall s, stat record)."""
+def ours(mid: Path, batches: Path, root: Path, k: int, epochs: int = 1, batch: int = 16,
+         extra: tuple[str, ...] = ()) -> tuple[float, dict]:
+    """NNEval with its defaults (plus `extra` options) on the one model, into a fresh results folder and DB;
+    (wall s, stat record of the last epoch)."""
     out, db = root / f"ours{k}", root / f"ours{k}" / "ab.nn.db"
-    wall = timed_run(["-m", "ab.gpt.NNEval", "--models", str(mid.parent), "--epochs", "1", "--batch", "16",
-                      "--data-dir", str(batches), "--out", str(out), "--db", str(db), "-q"], cwd=root)
-    (stat,) = out.glob("stat/train/*/1.json")
+    wall = timed_run(["-m", "ab.gpt.NNEval", "--models", str(mid.parent), "--epochs", str(epochs), "--batch",
+                      str(batch), "--data-dir", str(batches), "--out", str(out), "--db", str(db), "-q", *extra], cwd=root)
+    (stat,) = out.glob(f"stat/train/*/{epochs}.json")
     return wall, json.loads(stat.read_text())[0]
 
 
-def nn_dataset(name: str, root: Path) -> float:
+def nn_dataset(name: str, root: Path, epochs: int = 1, batch: int = 16) -> float:
     from ab.gpt.brute.fract.lemur.names import config_name
     from ab.gpt.brute.fract.lemur.subset import site_dir
 
-    prm = json.dumps({"lr": 0.01, "momentum": 0.9, "batch": 16})
-    return timed_run(["-m", "ab.nn.train", "-c", config_name(name), "-e", "1", "-p", prm, "-f", "norm_flip"],
+    prm = json.dumps({"lr": 0.01, "momentum": 0.9, "batch": batch})
+    return timed_run(["-m", "ab.nn.train", "-c", config_name(name), "-e", str(epochs), "-p", prm, "-f", "norm_flip"],
                      cwd=root, extra_env={"PYTHONPATH": f"{site_dir()}{os.pathsep}{root}"})
 
 
-def utilisation(stat: dict, flops: int, spec: dict) -> tuple[float, float, str]:
-    """(achieved training FLOP/s, matmul peak FLOP/s of the dtype used, dtype)."""
+def utilisation(stat: dict, flops: int, spec: dict, device: str = "cpu",
+                peaks: dict | None = None) -> tuple[float, float, str]:
+    """(achieved training FLOP/s, matmul peak FLOP/s of the dtype used, dtype); `peaks` as
+    `autotune.matmul_peaks` gives them (measured here when not given)."""
     import torch
 
     from ab.gpt.brute.fract.tune.autotune import matmul_peaks
@@ -167,8 +171,9 @@ def utilisation(stat: dict, flops: int, spec: dict) -> tuple[float, float, str]:
     ours_ = stat["nn_gpt_fractal"]
     images = ours_["images_per_s"] * ours_["train_time_s"]
     achieved = TRAIN_FACTOR * flops * drop_path_factor(spec) * images / ours_["train_time_s"]
-    dtype = "bf16" if ours_["amp"] else "fp32"
-    return achieved, matmul_peaks(torch.device("cpu"))[dtype], dtype
+    low = "fp16" if torch.device(device).type == "cuda" and not torch.cuda.is_bf16_supported() else "bf16"
+    dtype = low if ours_["amp"] else "fp32"
+    return achieved, (peaks or matmul_peaks(torch.device(device)))[dtype], dtype
 
 
 def main() -> None:

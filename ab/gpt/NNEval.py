@@ -24,6 +24,7 @@ from ab.gpt.brute.fract.util.paths import models_dir, new_lemur_dir
 from ab.gpt.brute.fract.sweep import halving_sweep, plan_halving
 from ab.gpt.brute.fract.sweep import plan as tplan
 from ab.gpt.brute.fract.sweep.halving import sweep_rungs
+from ab.gpt.brute.fract.trial.gpus import select, visible_gpus
 
 
 def _mode(choice: str) -> bool | str:
@@ -128,7 +129,13 @@ def print_summary(outcome: SweepOutcome, out: Path | None = None) -> None:
 @click.option("--compile", "compile_mode", type=click.Choice(["auto", "on", "off"]), default="auto",
               show_default=True, help="torch.compile the model; auto: only when its expected training time "
               "pays back the measured compile time many times over")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=cli_util.Device(auto=True, several=True), default="auto", show_default=True,
+              help="where trials train: auto (every visible GPU, else the CPU), cpu, cuda (every visible GPU), "
+                   "cuda:N or cuda:0,2 (the listed GPUs); each jail sees only its own GPU")
+@click.option("--trials-per-gpu", type=cli_util.IntOrAuto(min=1, max=64), default="auto", show_default=True,
+              help="trials sharing one GPU at once; auto: the count a short probe of the sweep's dominant shape "
+                   "class measured fastest in aggregate, within each trial's measured peak memory (cached per GPU "
+                   "model); with --executor ray it sets --gpus-per-trial to 1/K")
 @click.option("--data-dir", type=cli_util.Path(file_okay=False), envvar=DATA_ENV, show_envvar=True,
               help="a cifar-10-batches-py folder (or its parent), e.g. a shortened subset")
 @click.option("--train-limit", type=click.IntRange(min=1), help="train on the first N training images")
@@ -172,7 +179,7 @@ def print_summary(outcome: SweepOutcome, out: Path | None = None) -> None:
 @click.option("--tune-cache", type=cli_util.Path(dir_okay=False, path_type=Path),
               help="per-machine tuning cache [$NN_GPT_FRACTAL_TUNE_CACHE or ~/.cache/nn-gpt-fractal/tune.json]")
 def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform, seeds, seed, amp, checkpointing,
-         channels_last, compile_mode, device, data_dir, train_limit, test_limit, out, db, no_register, fetch_lemur_db, workers,
+         channels_last, compile_mode, device, trials_per_gpu, data_dir, train_limit, test_limit, out, db, no_register, fetch_lemur_db, workers,
          executor, address, gpus_per_trial, cpus_per_trial, memory_per_trial_gb, order, timeout, memory_gb, threads,
          save_best, retry_failed, unsafe_no_jail, quiet, plan, tune_cache, schedule, eta, rungs, min_keep):
     """Train generated models on CIFAR-10, write LEMUR-format results and register them in the DB."""
@@ -185,6 +192,14 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
             halving_rungs = sweep_rungs(epochs, eta, rungs, min_keep)
         except ValueError as e:  # --rungs past --epochs: the one rule the sweep applies, checked before anything runs
             raise click.UsageError(str(e)) from None
+    if gpus_per_trial is not None and trials_per_gpu != "auto":
+        raise click.BadParameter("give --trials-per-gpu or --gpus-per-trial, not both (--gpus-per-trial is 1/K)",
+                                 param_hint="--trials-per-gpu")
+    if device.startswith("cuda") and executor == "local":  # every listed GPU must be here, before anything runs
+        try:
+            select(cli_util.parse_device(device), visible_gpus())
+        except ValueError as e:
+            raise click.BadParameter(str(e).removeprefix(f"--device {device}: "), param_hint="--device") from None
     if address and executor != "ray":
         raise click.BadParameter("--address needs --executor ray", param_hint="--address")
     for name, value in (("--gpus-per-trial", gpus_per_trial), ("--cpus-per-trial", cpus_per_trial),
@@ -194,7 +209,7 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
     if plan:  # what the sweep would cost, calibrated on this device; nothing is trained or written
         p = tplan.plan_sweep(models or models_dir(), out or new_lemur_dir(), pattern, limit, retry_failed, epochs,
                              seeds, batch, train_limit, test_limit, data_dir, device, workers,
-                             _mode(checkpointing), threads=threads,
+                             _mode(checkpointing), threads=threads, trials_per_gpu=trials_per_gpu,
                              cache_path=tune_cache, echo=lambda m: click.echo(m, err=True))
         tplan.render(p, echo=click.echo)
         if schedule == "halving":
@@ -212,7 +227,7 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
                       epochs=epochs, batch=batch, lr=lr, momentum=momentum, dropout=dropout, transform=transform,
                       seeds=seeds, seed=seed, amp=_mode(amp), checkpointing=_mode(checkpointing),
                       channels_last=_mode(channels_last), compile=compile_mode,
-                      device=device, data_dir=data_dir, train_limit=train_limit, test_limit=test_limit, db=db,
+                      device=device, trials_per_gpu=trials_per_gpu, data_dir=data_dir, train_limit=train_limit, test_limit=test_limit, db=db,
                       register=not no_register, fetch_lemur_db=fetch_lemur_db, workers=workers, executor=executor,
                       address=address, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial or 1.0,
                       memory_per_trial_gb=memory_per_trial_gb, order=order, timeout=timeout, memory_gb=memory_gb,
@@ -221,11 +236,6 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
                       rungs=rungs, min_keep=min_keep)
     if unsafe_no_jail:
         click.echo("WARNING: --unsafe-no-jail: model code runs WITHOUT the jail (debugging only)", err=True)
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise click.BadParameter("torch sees no CUDA device", param_hint="--device")
     outcome = run_sweep(cfg, say=lambda m: click.echo(m, err=True))
     print_summary(outcome, cfg.out)
     return 2 if outcome.stat_errors else 0  # each was reported (one line per model); the rest went on

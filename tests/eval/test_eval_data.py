@@ -40,7 +40,7 @@ def test_norm_constants_come_from_lemur_loader():
     assert mean == (0.4914, 0.4822, 0.4465) and std == (0.2470, 0.2435, 0.2616)
     assert (mean, std) == data.lemur_norm_imported()  # read from the source = the imported module's values
     # reading them does not import the loader (and torchvision with it)
-    code = ("import sys; from ab.gpt.brute.fract import data; data.lemur_norm(); "
+    code = ("import sys; from ab.gpt.brute.fract.trial import data; data.lemur_norm(); "
             "print(any(m.startswith('torchvision') for m in sys.modules), data.LOADER in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
@@ -83,3 +83,29 @@ def test_locate_rules(cifar_dir, tmp_path, monkeypatch):
         data.locate(tmp_path)
     with pytest.raises(data.DataError, match=r"put the python-version batches there.*--data-dir"):
         data.locate(None, root=tmp_path, download=False)
+
+
+def test_device_path_flips_the_same_images_as_lemur_norm_flip(cifar_dir, prepared, monkeypatch):
+    """One shuffled epoch, seed fixed: the device path (uint8 split, batched gather + flip + normalise) gives
+    image for image what nn-dataset's own dataset and unmodified norm_flip transform give when they load the
+    same images in the same order with torch's generator where the device path's stream continues."""
+    train_set, _ = lemur_sets(cifar_dir, monkeypatch, 0.5)  # RandomHorizontalFlip as shipped (p = 0.5)
+    mean, std = data.lemur_norm()
+    x, y = data.load_split(prepared, "train", limit=96)
+    fast = data.TensorCifar(x, y, mean, std, flip=True)
+    gen = torch.Generator().manual_seed(1234)
+    ours = list(fast.batches(16, gen, shuffle=True))
+    gen = torch.Generator().manual_seed(1234)
+    order = torch.randperm(len(y), generator=gen)  # what `draws` takes first; the flips continue the stream
+    torch.set_rng_state(gen.get_state())
+    theirs = [train_set[i] for i in order.tolist()]  # each item draws its flip from torch's generator
+    tx = torch.stack([t[0] for t in theirs])
+    ox = torch.cat([b[0] for b in ours])
+    assert torch.allclose(ox, tx, atol=1e-6, rtol=0), (ox - tx).abs().max()
+    assert torch.cat([b[1] for b in ours]).tolist() == [t[1] for t in theirs]
+    # the seed flips some images and not others, so both branches were compared
+    _, flips = fast.draws(torch.Generator().manual_seed(1234), shuffle=True)
+    assert 0 < int(flips.sum()) < len(flips)
+    unflipped = fast.transform(fast.images.index_select(0, order), None)
+    differs = [not torch.allclose(a, b, atol=1e-6) for a, b in zip(unflipped, torch.cat([b[0] for b in ours]))]
+    assert differs == flips.tolist()  # exactly the drawn images were flipped (none is mirror-symmetric)

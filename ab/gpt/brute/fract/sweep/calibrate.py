@@ -21,10 +21,11 @@ from typing import Callable
 
 from ..tune.cost import TRAIN_FACTOR, drop_path_factor
 from ..trial.data import lemur_norm, locate, prepare
-from .evaluate import ModelEntry, SweepConfig, make_policies, trial_config
+from .evaluate import ModelEntry, SweepConfig, make_policies, sweep_gpus, trial_config, uses_cuda
 from ..util.paths import lemur_root
 from ..trial import Trial, TrialLimits
 from ..trial.executors import LocalExecutor
+from ..trial.gpus import slot_gpus
 
 CAL_STEPS = 24  # training steps per calibration trial
 
@@ -40,24 +41,23 @@ def representatives(entries) -> dict[str, object]:
 
 def calibrate(entries, models_dir: Path, data_dir: str | None, *, batch: int, device: str, workers: int | str,
               threads: int | None, checkpointing: bool | str, cache_path: Path | None,
-              echo: Callable[[str], None]) -> tuple[dict[str, float], float, int]:
+              echo: Callable[[str], None], trials_per_gpu: int | str = "auto") -> tuple[dict[str, float], float, int]:
     """({calibration group: achieved training FLOP/s per worker}, per-trial overhead s, workers)."""
-    import torch
-
-
     reps = representatives(entries)
     data = prepare(locate(data_dir), lemur_root() / "out" / "cache").to_dict()
-    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     cfg = SweepConfig(models=Path(models_dir), out=Path(tempfile.gettempdir()), epochs=1, batch=batch,
                       train_limit=CAL_STEPS * batch, test_limit=batch, workers=workers, threads=threads,
-                      checkpointing=checkpointing, tune_cache=cache_path, register=False, quiet=True)
+                      checkpointing=checkpointing, tune_cache=cache_path, register=False, quiet=True,
+                      device=device, trials_per_gpu=trials_per_gpu)
+    cuda = uses_cuda(cfg)
     todo = [ModelEntry(e.name, Path(models_dir) / f"{e.name}.py", e.spec, e.flops) for e in entries]
     policies, n_workers, n_threads = make_policies(cfg, todo, data, cuda, {}, echo)
     jail_data = {k: data[k] for k in ("train_x", "train_y", "test_x")}
     rates: dict[str, float] = {}
     overheads: list[float] = []
+    gpus = slot_gpus(sweep_gpus(cfg), policies.trials_per_gpu) if cuda else None
     with LocalExecutor(n_workers, TrialLimits(memory_gb=None if cuda else 16), data=jail_data, threads=n_threads,
-                       cuda=cuda) as ex:
+                       cuda=cuda, gpus=gpus) as ex:
         pending: dict[Future, tuple[str, object, float]] = {}
         queue = sorted(reps.items(), key=lambda kv: (-kv[1].flops, kv[1].name))
         while queue or pending:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from ..util import folder_lock
@@ -53,6 +54,10 @@ from ..space.registry import build_registry
 from ..space.spec import ArchSpec
 from . import halving_sweep
 from ..lemur.register import LemurDB, StatFileError
+from ..util.cli import parse_device
+from ..trial.gpus import Gpu, select, slot_gpus, visible_gpus
+from ..tune import gpu_packing
+from ..tune.synthetic import dominant_shape
 
 
 
@@ -75,7 +80,8 @@ class SweepConfig:
     channels_last: bool | str = "auto"
     compile: str = "auto"  # torch.compile: auto, on, off
     tune_cache: Path | None = None  # the per-machine tuning cache (None: tune.cache.default_path())
-    device: str = "auto"
+    device: str = "auto"  # auto, cpu, cuda (every visible GPU), cuda:N or cuda:0,2
+    trials_per_gpu: int | str = "auto"  # trials sharing one GPU, or "auto" (tune/gpu_packing.py)
     data_dir: str | None = None
     train_limit: int | None = None
     test_limit: int | None = None
@@ -85,7 +91,7 @@ class SweepConfig:
     workers: int | str = 1  # local jailed trials at once, or "auto" (the tuner's CPU packing)
     executor: str = "local"
     address: str | None = None
-    gpus_per_trial: float | None = None  # Ray: GPU share of a trial (None: 1 on CUDA, else 0)
+    gpus_per_trial: float | None = None  # Ray: GPU share of a trial (None: 1 / trials per GPU on CUDA, else 0)
     cpus_per_trial: float = 1.0  # Ray: CPUs of a trial
     memory_per_trial_gb: float | None = None  # Ray: memory reserved per trial (None: an estimate)
     order: str = "longest"  # longest (manifest FLOPs, descending) or file
@@ -297,12 +303,10 @@ def _sweep(cfg: SweepConfig, entries: list[ModelEntry], out: Path, say) -> Sweep
         todo, done = halving_sweep.select(cfg, entries, out)
     outcome.skipped = len(done)
 
-    import torch
-
-    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    if cfg.executor == "ray" and cfg.gpus_per_trial is not None and cfg.device != "cpu":
-        cuda = cfg.gpus_per_trial > 0  # the nodes' GPUs, whatever the driver has
+    cuda = uses_cuda(cfg)
     record_cfg = {**asdict(cfg), "device": "cuda" if cuda else "cpu"}
+    if cuda and cfg.executor == "local":
+        record_cfg["gpus"] = [g.label for g in sweep_gpus(cfg)]
     data = None
     if todo:  # bad data input fails here, before anything is created
         data = prepare(locate(cfg.data_dir), lemur_root() / "out" / "cache").to_dict()
@@ -366,16 +370,41 @@ def saved_progress(work: Path, conf: dict) -> tuple[list[dict], bytes | None]:
     return history, state
 
 
+def uses_cuda(cfg: SweepConfig) -> bool:
+    """Whether the sweep's trials train on GPUs (a Ray sweep: on the nodes' GPUs, whatever the driver has)."""
+    choice = parse_device(cfg.device)
+    if choice.kind == "cpu":
+        return False
+    if cfg.executor == "ray" and cfg.gpus_per_trial is not None:
+        return cfg.gpus_per_trial > 0
+    return choice.kind == "cuda" or bool(visible_gpus())
+
+
+def sweep_gpus(cfg: SweepConfig) -> list[Gpu]:
+    """The local GPUs the sweep's jails use (--device), [] on the CPU; ValueError for a GPU not here."""
+    if cfg.executor != "local":
+        return []
+    return select(parse_device(cfg.device), visible_gpus())
+
+
+def ray_gpus_per_trial(cfg: SweepConfig, cuda: bool, trials_per_gpu: int) -> float:
+    """Ray's GPU share of one trial: --gpus-per-trial, else 1/K of the --trials-per-gpu decision (0 on CPU)."""
+    if not cuda:
+        return 0.0
+    return float(cfg.gpus_per_trial) if cfg.gpus_per_trial is not None else 1.0 / max(1, trials_per_gpu)
+
+
 def _executor(cfg: SweepConfig, limits: TrialLimits, run_dir: Path, cuda: bool, data: dict, threads: int,
-              workers: int = 1):
+              workers: int = 1, trials_per_gpu: int = 1):
     jail_data = {k: data[k] for k in ("train_x", "train_y", "test_x")}  # never the test labels
     if cfg.executor == "ray":
-        gpus = cfg.gpus_per_trial if cfg.gpus_per_trial is not None else float(cuda)
+        gpus = ray_gpus_per_trial(cfg, cuda, trials_per_gpu)
         memory = int(cfg.memory_per_trial_gb * 2**30) if cfg.memory_per_trial_gb else None
-        return RayExecutor(limits, data=jail_data, address=cfg.address, gpus=gpus if cuda else 0,
+        return RayExecutor(limits, data=jail_data, address=cfg.address, gpus=gpus,
                            cpus=cfg.cpus_per_trial, memory=memory, threads=threads)
+    gpus = slot_gpus(sweep_gpus(cfg), trials_per_gpu) if cuda else None
     return LocalExecutor(workers, limits, scratch=None, data=jail_data, threads=threads, cuda=cuda,
-                         unsafe_no_jail=cfg.unsafe_no_jail)
+                         unsafe_no_jail=cfg.unsafe_no_jail, gpus=gpus)
 
 
 def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bool, record_cfg: dict,
@@ -394,10 +423,24 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
                         cfg.batch, cfg.epochs, train_images, cfg.tune_cache, say)
     cores = len(os.sched_getaffinity(0))
     population = population or todo
+    gpus = sweep_gpus(cfg) if cuda else []
+    if gpus:  # the driver's probes run on the sweep's first GPU
+        torch.cuda.set_device(gpus[0].index)
     pol.prepare([e.spec for e in population])
+    if cuda and (gpus or cfg.executor == "ray"):
+        probe_on = gpus or (visible_gpus()[:1] if cfg.executor == "ray" else [])  # Ray: the driver's GPU
+        per_gpu, rec = decide_trials_per_gpu(cfg, pol, population, probe_on, say)
+        pol.trials_per_gpu = per_gpu
+        record_cfg["trials_per_gpu"], record_cfg["gpu_packing"] = per_gpu, rec
+    if gpus:
+        torch.cuda.empty_cache()  # what the driver's probes cached goes back to the trials
     if cfg.executor == "ray":
         return pol, 1, cfg.threads or max(1, int(cfg.cpus_per_trial))
-    if cfg.workers == "auto":
+    if gpus:  # K trials on each GPU; the CPU cores shared among all of them
+        workers = len(gpus) * pol.trials_per_gpu
+        threads = max(1, cores // workers)
+        record_cfg["workers"] = workers
+    elif cfg.workers == "auto":
         workers, threads, rec = pol.packing([(e.spec, e.flops) for e in population], cores)
         if workers > len(population) * cfg.seeds:  # fewer trials than workers: give each the cores
             workers = len(population) * cfg.seeds
@@ -407,6 +450,33 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
         workers, threads = int(cfg.workers), max(1, cores // int(cfg.workers))
     pol.workers = workers
     return pol, workers, cfg.threads or threads
+
+
+def decide_trials_per_gpu(cfg: SweepConfig, pol: SweepPolicies, population: list[ModelEntry], gpus: list[Gpu],
+                          say: Callable[[str], None]) -> tuple[int, dict]:
+    """(trials per GPU, record): --trials-per-gpu K, or auto: the packing probe of the sweep's dominant shape
+    class on the first of `gpus` (the sweep's; for Ray, the driver's own), cached per GPU model; a Ray driver
+    without a GPU keeps 1."""
+    if cfg.trials_per_gpu != "auto":
+        k = int(cfg.trials_per_gpu)
+        return k, {"trials_per_gpu": k, "reason": f"--trials-per-gpu {k}"}
+    if cfg.executor == "ray" and cfg.gpus_per_trial is not None:
+        return 1, {"trials_per_gpu": 1, "reason": f"--gpus-per-trial {cfg.gpus_per_trial:g}"}
+    if not gpus:
+        return 1, {"trials_per_gpu": 1, "reason": "auto: no local GPU to probe; 1 trial per GPU"}
+    trials = len(population) * cfg.seeds
+    if trials <= len(gpus):
+        return 1, {"trials_per_gpu": 1, "reason": f"auto: {trials} trial(s) on {len(gpus)} GPU(s), nothing to pack"}
+    shape = dominant_shape([(e.spec, e.flops) for e in population])
+    variant = pol.variant_for(shape)
+    device = f"cuda:{gpus[0].index}"
+    entry, cached = gpu_packing.measure(shape, cfg.batch, variant, device, pol.cache)
+    d = gpu_packing.decide(gpu_packing.figures(entry), int(entry["peak_bytes"]), gpus[0].memory)
+    k = min(d["trials_per_gpu"], -(-trials // len(gpus)))  # no slot left idle
+    say(f"trials per GPU auto: {d['reason']} (class {shape.key}, {variant}"
+        + (", cached)" if cached else f", probed in {entry.get('probe_s', 0):.0f} s)"))
+    return k, {"trials_per_gpu": k, "reason": d["reason"], "shape": shape.key, "variant": variant,
+               "measured": entry["measured"], "peak_bytes": entry["peak_bytes"]}
 
 
 def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome, say=print, write_model=None,
@@ -466,7 +536,7 @@ def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome, say=pri
                     settle(e, s, conf, res, len(history), pol)
                     continue
                 if executor is None:
-                    executor = _executor(cfg, limits, run_dir, cuda, data, threads, workers)
+                    executor = _executor(cfg, limits, run_dir, cuda, data, threads, workers, policies.trials_per_gpu)
                 trial = Trial("train", code, conf, cfg.timeout, labels=data["test_y"], resume=state,
                               history=history, state_dir=str(work), train_images=n_train)
                 pending[executor.submit(trial, bars.event(f"{e.name} s{s}"))] = (e, s, work, conf, len(history), pol)

@@ -25,6 +25,8 @@ from ..trial.data import TEST_FILE, TRAIN_FILES, DataError, _read_batch, locate
 from . import results
 from .evaluate import discover
 from .calibrate import calibrate as run_calibration
+from ..util.cli import parse_device
+from ..trial.gpus import select, visible_gpus
 
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
 
@@ -84,6 +86,12 @@ class Plan:
     workers: int
     rates: dict[str, float] = field(default_factory=dict)  # calibration group -> achieved FLOP/s per worker
     overhead_s: float = 0.0
+    gpus: int = 0  # the workers share this many GPUs (0: CPU workers)
+
+    @property
+    def gpu_hours(self) -> float | None:
+        """GPUs x wall time: what the sweep holds of a GPU machine."""
+        return self.gpus * self.wall_s / 3600 if self.gpus else None
 
     @property
     def total_flops(self) -> int:
@@ -214,6 +222,7 @@ def render(plan: Plan, echo: Callable[[str], None] = print, width: int = 160) ->
     echo(f"total: {_si(plan.total_flops, 'FLOP')} ({_si(plan.total_train_flops, 'FLOP')} training) on "
          f"{plan.train_images} training + {plan.test_images} test images; compute {_dur(plan.compute_s)}, "
          f"wall ~{_dur(plan.wall_s)} with {plan.workers} worker(s)"
+         + (f" on {plan.gpus} GPU(s) = {plan.gpu_hours:.2f} GPU-hours" if plan.gpus else "")
          + (f"; no estimate for {len(plan.unknown)} model(s) without manifest FLOPs" if plan.unknown else ""))
 
 
@@ -225,7 +234,8 @@ def plan_sweep(models: Path, out: Path, pattern: str | None = None, limit: int |
                train_limit: int | None = None, test_limit: int | None = None, data_dir: str | None = None,
                device: str = "auto", workers: int | str = 1, checkpointing: bool | str = False,
                calibrate: bool = True, cache_path: Path | None = None, threads: int | None = None,
-               overhead_s: float = TRIAL_OVERHEAD_S, echo: Callable[[str], None] = print) -> Plan:
+               overhead_s: float = TRIAL_OVERHEAD_S, echo: Callable[[str], None] = print,
+               trials_per_gpu: int | str = "auto") -> Plan:
     """The plan of the sweep `NNEval` would run with these options (the same models, filter, limit and
     resume rule), calibrated on this device unless `calibrate` is off. Trains nothing."""
     found = discover(models, pattern)
@@ -250,7 +260,7 @@ def plan_sweep(models: Path, out: Path, pattern: str | None = None, limit: int |
         try:
             rates, overhead_s, workers = run_calibration(
                 entries, models, data_dir, batch=batch, device=device, workers=workers, threads=threads,
-                checkpointing=checkpointing, cache_path=cache_path, echo=echo)
+                checkpointing=checkpointing, cache_path=cache_path, echo=echo, trials_per_gpu=trials_per_gpu)
         except DataError as e:
             echo(f"no calibration ({e}); FLOPs only")
             rates = None
@@ -258,6 +268,14 @@ def plan_sweep(models: Path, out: Path, pattern: str | None = None, limit: int |
             rate = lambda e: rates.get(e.group)  # noqa: E731 (achieved FLOP/s; None: not calibrated)
     if workers == "auto":
         workers = 1
+    gpus = gpu_count(device) if calibrate else 0
     # the calibration timed steps with the sweep's own checkpointing decisions: no further scaling
-    return make_plan(entries, epochs, seeds, n_train, n_test, rate, workers, overhead_s if calibrate else 0.0,
+    plan = make_plan(entries, epochs, seeds, n_train, n_test, rate, workers, overhead_s if calibrate else 0.0,
                      checkpointing is True and rate is None)
+    plan.gpus = gpus
+    return plan
+
+
+def gpu_count(device: str) -> int:
+    """The local GPUs a sweep with this --device trains on (0: the CPU)."""
+    return len(select(parse_device(device), visible_gpus()))

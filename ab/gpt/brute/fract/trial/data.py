@@ -12,9 +12,12 @@ training processes only memory-map those (`allow_pickle=False`), they never unpi
 
 Fast path: the whole split stays a uint8 tensor (N, 3, 32, 32) on the training device; each batch is
 flipped (transform `norm_flip`), scaled to [0, 1] and normalised with nn-dataset's CIFAR-10 constants as
-tensor operations, in the same order of operations as torchvision's ToTensor + Normalize. As nn-dataset's
-loader does, the test split gets the same transform as the training split (flip included); flips are
-drawn from a seeded generator, so evaluation is reproducible.
+tensor operations, in the same order of operations as torchvision's ToTensor + Normalize. No DataLoader and
+no per-image Python: on CUDA the split is copied to the GPU once per trial process (CIFAR-10: 150 MB) and
+every batch is gathered, flipped and normalised there. Per image it draws the same random number
+torchvision's flip would (`TensorCifar.draws`), so both paths flip the same images for one seed. As
+nn-dataset's loader does, the test split gets the same transform as the training split (flip included);
+flips are drawn from a seeded generator, so evaluation is reproducible.
 """
 from __future__ import annotations
 
@@ -199,13 +202,22 @@ class TensorCifar:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def batches(self, batch: int, generator: torch.Generator, shuffle: bool):
-        """Yields (inputs, labels) on the device; order and flips come from `generator` (a CPU generator)."""
+    def draws(self, generator: torch.Generator, shuffle: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(order, flips) of one pass, from `generator` (a CPU generator): the permutation first, then one
+        uniform number per image in that order, flipped when below 0.5. That is the stream torchvision's
+        RandomHorizontalFlip draws from (`torch.rand(1) < 0.5` per image, in loading order), so a DataLoader over
+        nn-dataset's `norm_flip` whose global generator continues from here flips exactly the same images."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         flips = (torch.rand(n, generator=generator) < 0.5) if self.flip else None
+        return order, flips
+
+    def batches(self, batch: int, generator: torch.Generator, shuffle: bool):
+        """Yields (inputs, labels) on the device; order and flips come from `generator` (`draws`)."""
+        order, flips = self.draws(generator, shuffle)
         order = order.to(self.device)
-        for start in range(0, n, batch):
+        flips = flips.to(self.device) if flips is not None else None
+        for start in range(0, len(order), batch):
             idx = order[start:start + batch]
-            mask = flips[start:start + batch].to(self.device) if flips is not None else None
+            mask = flips[start:start + batch] if flips is not None else None
             yield self.transform(self.images.index_select(0, idx), mask), self.labels.index_select(0, idx)

@@ -25,6 +25,7 @@ import ab.gpt
 
 from .cgroup import Cgroups, CgroupUnavailable
 from .protocol import handler_module
+from .gpus import Gpu, dev_listing, device_nodes
 from .seccomp import SeccompUnavailable, program, program_fd
 
 SCRATCH = "/scratch"
@@ -48,7 +49,8 @@ class JailConfig:
     data: dict[str, str] = field(default_factory=dict)  # name -> host file, bound read-only at /data/<name>
     threads: int = 1
     uid: int = UID_BASE
-    cuda: bool = False
+    cuda: bool = False  # the GPU device nodes (every one, unless `gpu` names the jail's own)
+    gpu: Gpu | None = None  # this jail's one GPU: only its node is bound, and the model sees it as cuda:0
     unsafe_no_jail: bool = False  # debugging only: run the worker as a plain subprocess
     harden: bool = True  # per-trial cgroups and the seccomp filter where the host has them (off: benchmarks only)
     preload: tuple[str, ...] = ()  # modules the zygote imports before it forks (the handlers of its trials)
@@ -65,6 +67,15 @@ class JailConfig:
         if self.unsafe_no_jail:
             return dict(self.data)
         return {k: f"{DATA}/{Path(v).name}" for k, v in self.data.items()}
+
+    @property
+    def uses_cuda(self) -> bool:
+        return self.cuda or self.gpu is not None
+
+
+def cuda_library_dirs() -> list[str]:
+    """The driver's LD_LIBRARY_PATH folders (CUDA images often find libcuda there, not in ld.so.cache)."""
+    return [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if d and os.path.isdir(d)]
 
 
 def source_roots() -> list[str]:
@@ -101,7 +112,16 @@ def environment(cfg: JailConfig) -> dict[str, str]:
             # fraction of the page-table entries, which every fork of the zygote copies and every model
             # process's exit tears down (about 6 ms less per model; the kernel splits a huge page a child
             # writes to, so copy-on-write stays per small page)
-            "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+            "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", **_cuda_environment(cfg)}
+
+
+def _cuda_environment(cfg: JailConfig) -> dict[str, str]:
+    if not cfg.uses_cuda:
+        return {}
+    env = {"LD_LIBRARY_PATH": os.pathsep.join(cuda_library_dirs())} if cuda_library_dirs() else {}
+    if cfg.gpu is not None:  # without one (a Ray node's jail) every GPU is seen and the trial names its own
+        env["CUDA_VISIBLE_DEVICES"] = cfg.gpu.visible_devices
+    return env
 
 
 def worker_argv(cfg: JailConfig, control_fd: int = 3) -> list[str]:
@@ -151,10 +171,13 @@ def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3, se
     for d in _ab_dirs():
         bind("--ro-bind", d, d)
     cmd += ["--size", str(int(cfg.scratch_mb) << 20), "--tmpfs", SCRATCH]
-    if cfg.cuda:  # the GPU device nodes, and /sys read-only for the CUDA driver's device discovery
-        for dev in sorted(Path("/dev").glob("nvidia*")):
-            cmd += ["--dev-bind", str(dev), str(dev)]
+    if cfg.uses_cuda:  # the GPU's device nodes, and /sys read-only for the CUDA driver's device discovery
+        for name in device_nodes(cfg.gpu, dev_listing()):
+            cmd += ["--dev-bind", f"/dev/{name}", f"/dev/{name}"]
         cmd += ["--ro-bind", "/sys", "/sys"]
+        for d in cuda_library_dirs():
+            if not any(d == s or d.startswith(s + "/") for s in SYSTEM_DIRS):
+                bind("--ro-bind", d, d)
     for name, host in cfg.data.items():
         bind("--ro-bind", str(Path(host).resolve()), f"{DATA}/{Path(host).name}")
     cmd += ["--chdir", SCRATCH, "--"]

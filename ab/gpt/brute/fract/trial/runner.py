@@ -39,7 +39,7 @@ RESULT_KEYS = ("batch", "lr", "momentum", "dropout", "transform", "seed", "amp",
 DEFAULTS = {"epochs": 5, "batch": 16, "lr": 0.01, "momentum": 0.9, "dropout": 0.2, "transform": "norm_flip",
             "seed": 0, "amp": "auto", "checkpointing": "auto", "channels_last": False, "compile": False,
             "device": "auto", "memory_budget": None, "threads": None, "train_limit": None, "test_limit": None,
-            "eval_batch": 256, "save_best": False, "eval_column": None}
+            "eval_batch": 256, "save_best": False, "eval_column": None, "gpu_share": 1.0}
 
 
 def derive_seed(*parts: object) -> int:
@@ -92,13 +92,15 @@ def preserved_rng():
         torch.set_rng_state(states[2])
 
 
-def checkpointing_auto(model, batch: int, device: torch.device, budget: int | None) -> tuple[bool, int, int]:
+def checkpointing_auto(model, batch: int, device: torch.device, budget: int | None,
+                       share: float = 1.0) -> tuple[bool, int, int]:
     """`checkpointing: auto`: (on, saved bytes, budget): on when the tensors one training forward saves
     without checkpointing exceed DEFAULT_SHARE of the budget (the driver's memory budget for this trial, or
-    the device's free memory)."""
+    `share` of the device's free memory: on CUDA, torch.cuda.mem_get_info, split among the trials that
+    share the GPU)."""
     dtype = model.amp_dtype() if getattr(model, "amp", False) and hasattr(model, "amp_dtype") else torch.float32
     saved = memory.saved_tensor_bytes(model, batch, dtype=dtype)
-    budget = int(budget) if budget else memory.free_bytes(device)
+    budget = int(budget) if budget else int(memory.free_bytes(device) * float(share))
     return memory.decide(saved, budget)[0], saved, budget
 
 
@@ -114,7 +116,7 @@ def build(module, config: dict, device: torch.device, prm: dict):
         if config["checkpointing"] == "auto":
             with preserved_rng():  # the estimate leaves the random streams as they were
                 on, info["saved_bytes"], info["memory_budget"] = checkpointing_auto(
-                    model, int(config["batch"]), device, config.get("memory_budget"))
+                    model, int(config["batch"]), device, config.get("memory_budget"), config.get("gpu_share") or 1.0)
         else:
             on = bool(config["checkpointing"])
         model.grad_checkpoint = on

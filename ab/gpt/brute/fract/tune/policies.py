@@ -48,6 +48,7 @@ class SweepPolicies:
     cache_path: Path | None = None
     say: Callable[[str], None] = print
     workers: int = 1  # trials at once on this machine (they share its memory)
+    trials_per_gpu: int = 1  # CUDA: trials sharing one GPU (they share its memory)
     _tunings: dict[str, Tuning] = field(default_factory=dict)
 
     @property
@@ -60,6 +61,22 @@ class SweepPolicies:
             t = self._tunings[shape.key] = tune(shape, self.batch, self.device, self.cache, packing=False)
             self.say(f"tune {shape.key}: {t.reason}" + (" (cached)" if t.cached else f" (probed in {t.probe_s:.0f} s)"))
         return t
+
+    def variant_for(self, shape: ShapeClass) -> str:
+        """The variant (dtype, memory format) trials of this class run in: the tuner's when `auto`, else the
+        fixed options' (AMP's dtype on CUDA: bf16 where supported, else fp16)."""
+        if "auto" in (self.amp, self.channels_last):
+            t = self._tuning(shape)
+            amp, cl = (t.amp if self.amp == "auto" else bool(self.amp),
+                       t.channels_last if self.channels_last == "auto" else bool(self.channels_last))
+            dtype = variant_of(t).split("+")[0] if amp and t.amp else None
+        else:
+            amp, cl, dtype = bool(self.amp), bool(self.channels_last), None
+        if amp and dtype is None:
+            import torch
+
+            dtype = "bf16" if self.device != "cuda" or torch.cuda.is_bf16_supported() else "fp16"
+        return (dtype if amp else "fp32") + ("+cl" if cl else "")
 
     def prepare(self, specs: list[dict | None]) -> None:
         """Probe (or read from the cache) every shape class the sweep needs, before any trial starts: a
@@ -105,6 +122,8 @@ class SweepPolicies:
         conf["compile"], rec["compile_reason"] = self._compile(shape, flops, spec, t)
         if self.checkpointing == "auto":
             conf["memory_budget"] = self.memory_budget()
+            if self.device == "cuda" and self.trials_per_gpu > 1:  # the GPU's free memory, shared
+                conf["gpu_share"] = round(1 / self.trials_per_gpu, 4)
         return conf, rec
 
     def _compile(self, shape: ShapeClass | None, flops: int | None, spec: dict | None,

@@ -23,11 +23,12 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def variants(device: torch.device | str) -> list[str]:
-    """Variants worth probing here: fp32 and the AMP dtypes the device runs, each contiguous and channels_last."""
+    """Variants worth probing here: fp32 and the AMP dtype a model uses on the device (bf16; on a GPU
+    without bf16, fp16 with a gradient scaler), each contiguous and channels_last."""
     device = torch.device(device)
     dtypes = ["fp32", "bf16"]
     if device.type == "cuda":
-        dtypes = ["fp32"] + (["bf16"] if torch.cuda.is_bf16_supported() else []) + ["fp16"]
+        dtypes = ["fp32", "bf16" if torch.cuda.is_bf16_supported() else "fp16"]
     return [d + cl for d in dtypes for cl in ("", "+cl")]
 
 

@@ -5,6 +5,7 @@ import math
 import os
 import re
 import sys
+from dataclasses import dataclass
 from typing import Iterable
 
 import click
@@ -83,15 +84,54 @@ class Path(click.Path):
         return super().convert(value, param, ctx)
 
 
+@dataclass(frozen=True)
+class DeviceChoice:
+    """A parsed --device: kind auto, cpu or cuda; `indices` the listed GPUs (None: every visible one)."""
+
+    kind: str
+    indices: tuple[int, ...] | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "cuda" and self.indices is not None:
+            return "cuda:" + ",".join(map(str, self.indices))
+        return self.kind
+
+
+DEVICE_HELP = "cpu, cuda (every visible GPU), cuda:N or cuda:0,2 (the listed GPUs)"
+
+
+def parse_device(text: str, allow_auto: bool = True) -> DeviceChoice:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'cuda:0,2' -> DeviceChoice; ValueError naming the fix."""
+    t = str(text).strip().lower()
+    if t == "auto" and allow_auto:
+        return DeviceChoice("auto")
+    if t in ("cpu", "cuda"):
+        return DeviceChoice(t)
+    m = re.fullmatch(r"cuda:(\d+(?:,\d+)*)", t)
+    if m:
+        idx = tuple(dict.fromkeys(int(x) for x in m.group(1).split(",")))
+        return DeviceChoice("cuda", idx)
+    raise ValueError(f"{text!r} is not a device: use {'auto, ' if allow_auto else ''}{DEVICE_HELP}")
+
+
 class Device(click.ParamType):
-    """A torch device name this code runs on: cpu, cuda or cuda:N."""
+    """A device: cpu, cuda, cuda:N; with `several` also cuda:0,2 (a sweep's GPUs); with `auto` also auto.
+    One parser for every command (`parse_device`); the value is the normalised text."""
 
     name = "device"
 
+    def __init__(self, auto: bool = False, several: bool = False) -> None:
+        self.auto, self.several = auto, several
+
     def convert(self, value, param, ctx):
-        if not re.fullmatch(r"cpu|cuda(:\d+)?", str(value)):
-            self.fail(f"{value!r} is not a device: use cpu, cuda or cuda:N", param, ctx)
-        return str(value)
+        try:
+            choice = parse_device(str(value), allow_auto=self.auto)
+        except ValueError:
+            choice = None
+        if choice is None or (not self.several and choice.indices is not None and len(choice.indices) > 1):
+            ok = ("auto, " if self.auto else "") + "cpu, cuda or cuda:N" + (" or cuda:0,2" if self.several else "")
+            self.fail(f"{value!r} is not a device: use {ok}", param, ctx)
+        return str(choice)
 
 
 class FileStem(click.ParamType):
