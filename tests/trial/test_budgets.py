@@ -180,7 +180,7 @@ def test_forged_runner_messages_do_not_reach_the_trusted_fields(ex, prepared, al
     assert res.status == "trained"
     e = res.epochs[0]
     assert e["duration_ns"] >= 0.2e9 and e["wall_s"] <= took  # the driver's clock, not the claimed 1 ms
-    assert e["samples_per_second"] == round(256 / e["wall_s"], 2)
+    assert abs(e["samples_per_second"] - 256 / e["wall_s"]) < 0.01 * e["samples_per_second"]
     conf = train_trial(INNOCENT, prepared).config
     seed = seed_result("Forger", 0, conf, res, 0, trusted=None)
     assert seed["device"] == "cpu" and seed["amp"] is False and seed["params"] is None
