@@ -50,8 +50,8 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def sweep(root: Path, cluster: LocalCluster, name: str, order: str, opts: argparse.Namespace) -> dict:
     out = root / "new_lemur" / name
     started = time.perf_counter()
-    run(["ab.gpt.NNEval", "--executor", "ray", "--address", cluster.address, "--order", order, "--epochs",
-         str(opts.epochs), "--threads", "1", "--no-register", "-q", "--data-dir", str(opts.data_dir), "--out", str(out),
+    run(["ab.gpt.NNEval", "--executor", "ray", "--address", cluster.address, "--run-order", order, "--epochs",
+         str(opts.epochs), "--threads", "1", "--no-register", "-q", "--data-dir", str(opts.data_dir), "--results", str(out),
          *(["--train-limit", str(opts.train_limit)] if opts.train_limit else [])], cwd=root)
     wall = time.perf_counter() - started
     summary = json.loads((out / "summary.json").read_text())
@@ -80,7 +80,7 @@ def main() -> None:
         (root / d).mkdir(exist_ok=True)
     models = root / "out" / "fractal"
     if not list(models.glob("*.py")):
-        run(["ab.gpt.brute.fract.AlterNNFN", *GEN, "--out", str(models)], cwd=root)
+        run(["ab.gpt.brute.fract.AlterNNFN", *GEN, "--models", str(models)], cwd=root)
     manifest = [json.loads(ln) for ln in (models / "manifest.jsonl").read_text().splitlines() if ln.strip()]
     flops = sorted((r.get("flops") or 0 for r in manifest if r.get("status", "valid") == "valid"), reverse=True)
     print(f"{len(flops)} models, MFLOPs per image from {flops[-1] / 1e6:.1f} to {flops[0] / 1e6:.1f}; "

@@ -128,7 +128,7 @@ def main() -> None:
     models = root / "models"
     gen_s = run("ab.gpt.brute.fract.AlterNNFN", ["--generator", "stratified", "--seed", str(a.seed), "--limit",
                                                  str(a.models), "--channels", a.channels, "--depth", a.depth,
-                                                 "--columns", a.columns, *a.gen_arg, "--out", str(models), "-q"], root)
+                                                 "--columns", a.columns, *a.gen_arg, "--models", str(models), "-q"], root)
     flops = {r["name"]: r.get("flops") for r in Manifest.load(models).valid()}
     print(f"{len(flops)} models generated in {gen_s:.0f} s ({a.channels}, depth {a.depth}, columns {a.columns}); "
           f"{a.epochs} epochs, train-limit {a.train_limit or 'all'}, test-limit {a.test_limit or 'all'}; "
@@ -148,8 +148,8 @@ def main() -> None:
     plan = plan_sweep(models, root / "full", epochs=a.epochs, batch=a.batch, train_limit=a.train_limit,
                       test_limit=a.test_limit, data_dir=str(a.data_dir), workers=workers, echo=lambda m: None)
     halving_plan = estimate(plan, rungs)  # NNEval --plan --schedule halving's figures
-    wall = {"full": run("ab.gpt.NNEval", common + ["--out", str(root / "full")], root),
-            "halving": run("ab.gpt.NNEval", common + halving_args + ["--out", str(root / "halving")], root)}
+    wall = {"full": run("ab.gpt.NNEval", common + ["--results", str(root / "full")], root),
+            "halving": run("ab.gpt.NNEval", common + halving_args + ["--results", str(root / "halving")], root)}
 
     full, halv = records(root / "full"), records(root / "halving")
     names = sorted(full)

@@ -51,7 +51,7 @@ def env() -> dict:
 
 
 def generate(space: list[str], out: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "ab.gpt.brute.fract.AlterNNFN", *space, *LAYERS, "--out", str(out)],
+    subprocess.run([sys.executable, "-m", "ab.gpt.brute.fract.AlterNNFN", *space, *LAYERS, "--models", str(out)],
                    check=True, env=env(), cwd=out.parent)
     (path,) = sorted(out.glob("*.py"))
     from ab.gpt.brute.fract.generation import codecheck
@@ -145,7 +145,7 @@ def ours(mid: Path, batches: Path, root: Path, k: int, epochs: int = 1, batch: i
     (wall s, stat record of the last epoch)."""
     out, db = root / f"ours{k}", root / f"ours{k}" / "ab.nn.db"
     wall = timed_run(["-m", "ab.gpt.NNEval", "--models", str(mid.parent), "--epochs", str(epochs), "--batch",
-                      str(batch), "--data-dir", str(batches), "--out", str(out), "--db", str(db), "-q", *extra], cwd=root)
+                      str(batch), "--data-dir", str(batches), "--results", str(out), "--db", str(db), "-q", *extra], cwd=root)
     (stat,) = out.glob(f"stat/train/*/{epochs}.json")
     return wall, json.loads(stat.read_text())[0]
 

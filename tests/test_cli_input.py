@@ -8,21 +8,24 @@ import click
 import pytest
 
 from ab.gpt import NNEval
-from ab.gpt.brute.fract import AlterNNFN
+from ab.gpt.brute.fract import AlterNNFN, cli
 from ab.gpt.brute.fract.util import cli as cli_util
 from ab.gpt.brute.fract.boundary import __main__ as boundary
 from ab.gpt.brute.fract.boundary import config as boundary_config
+from ab.gpt.brute.fract.lemur import __main__ as lemur
 from ab.gpt.brute.fract.report import __main__ as report
 
-COMMANDS = {"NNEval": NNEval.main, "AlterNNFN": AlterNNFN.main, "report": report.main, "boundary": boundary.cli}
+COMMANDS = {"NNEval": NNEval.main, "AlterNNFN": AlterNNFN.main, "report": report.main, "boundary": boundary.cli,
+            "lemur": lemur.main, "nn-gpt-fractal": cli.group}
 
 
 def _params(cmd: click.Command, path: str):
     for p in cmd.params:
         yield f"{path} {p.opts[0] if p.opts else p.name}", p
     if isinstance(cmd, click.Group):
-        for name, sub in cmd.commands.items():
-            yield from _params(sub, f"{path} {name}")
+        ctx = click.Context(cmd)
+        for name in cmd.list_commands(ctx):
+            yield from _params(cmd.get_command(ctx, name), f"{path} {name}")
 
 
 ALL_PARAMS = [item for name, cmd in COMMANDS.items() for item in _params(cmd, name)]
@@ -60,7 +63,7 @@ def _run_boundary(args, capsys) -> str:
     (["--lr", "nan"], ["--lr", "'nan' is not a finite number"]),
     (["--lr", "inf"], ["--lr", "finite"]),
     (["--momentum", "nan"], ["--momentum", "finite"]),
-    (["--dropout", "NaN"], ["--dropout", "finite"]),
+    (["--prm-dropout", "NaN"], ["--prm-dropout", "finite"]),
     (["--memory-gb", "nan"], ["--memory-gb", "finite"]),
     (["--memory-gb", "inf"], ["--memory-gb", "finite"]),
     (["--timeout", "inf"], ["--timeout", "finite"]),
@@ -68,9 +71,10 @@ def _run_boundary(args, capsys) -> str:
     (["--threads", "0"], ["--threads", "not in 1.."]),
     (["--threads", "100000"], ["--threads", "CPU"]),
     (["--models", ""], ["--models", "empty path"]),
-    (["--out", ""], ["--out", "empty path"]),
+    (["--results", ""], ["--results", "empty path"]),
     (["--db", ""], ["--db", "empty path"]),
     (["--limit", "-1"], ["--limit"]),
+    (["--device", "gpu"], ["--device", "is not a device"]),
     (["--eta", "3"], ["--eta", "needs --schedule halving"]),
     (["--rungs", "1"], ["--rungs", "needs --schedule halving"]),
     (["--schedule", "halving", "--eta", "1"], ["--eta", "1 is not in the range x>=2"]),
@@ -116,8 +120,9 @@ def test_nneval_plan_rejects_the_same(args, words, tmp_path, monkeypatch, capsys
     (["--channels", "8,1-99999999999"], ["--channels", "more than 10000 values"]),
     (["--channels", ""], ["--channels"]),
     (["--conv", ""], ["conv", "no values"]),
-    (["--out", ""], ["--out", "empty path"]),
+    (["--models", ""], ["--models", "empty path"]),
     (["--workers", "-2"], ["--workers"]),
+    (["--seed", "-1"], ["--seed"]),
 ])
 def test_generator_rejects(args, words, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -126,7 +131,7 @@ def test_generator_rejects(args, words, tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("args", [["--results", ""], ["--out", ""], ["--db", ""], ["--models", ""]])
+@pytest.mark.parametrize("args", [["--results", ""], ["--report", ""], ["--db", ""], ["--models", ""]])
 def test_report_rejects_empty_paths(args, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     err = _run_click(report.cli, args, capsys)
@@ -144,8 +149,8 @@ def test_report_rejects_empty_paths(args, tmp_path, monkeypatch, capsys):
     (["map", "--steps", "2000000000"], ["GiB", "lower --steps"]),
     (["map", "--name", "../escape"], ["--name", "plain file name"]),
     (["map", "--name", ""], ["--name", "plain file name"]),
-    (["map", "--out", ""], ["--out", "empty path"]),
-    (["map", "--device", "foo"], ["--device", "use cpu, cuda or cuda:N"]),
+    (["map", "--maps", ""], ["--maps", "empty path"]),
+    (["map", "--device", "foo"], ["--device", "use auto, cpu, cuda or cuda:N"]),
     (["map", "--seed", "-5"], ["--seed"]),
     (["map", "--width", "100000000"], ["GiB", "--width"]),
     (["zoom", "--factor", "inf"], ["--factor", "finite"]),
@@ -160,7 +165,7 @@ def test_report_rejects_empty_paths(args, tmp_path, monkeypatch, capsys):
 def test_boundary_rejects(args, words, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     if args[0] in ("map", "zoom"):
-        args = args + ["--out", "o"] if "--out" not in args else args
+        args = args + ["--maps", "o"] if "--maps" not in args else args
     err = _run_boundary(args, capsys)
     assert all(w in err for w in words), err
     assert list(tmp_path.iterdir()) == []
@@ -175,7 +180,7 @@ def test_map_memory_check_is_relative_to_available_memory(monkeypatch):
 
 def test_cnn_map_too_big_for_memory(tiny_model, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    err = _run_boundary(["cnn", "--model", str(tiny_model), "--res", "1000000", "--out", "o"], capsys)
+    err = _run_boundary(["cnn", "--model", str(tiny_model), "--res", "1000000", "--maps", "o"], capsys)
     assert "1000000x1000000 map" in err and "GiB" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -187,7 +192,7 @@ def tiny_model(tmp_path_factory):
     with pytest.raises(SystemExit) as exc:
         AlterNNFN.cli(["--depth", "1", "--columns", "1", "--channels", "8", "--conv", "conv3x3", "--norm", "none",
                        "--act", "relu", "--order", "conv-norm-act", "--dropout", "0", "--limit", "1", "-q",
-                       "--out", str(out)])
+                       "--models", str(out)])
     assert exc.value.code == 0
     return next(out.glob("*.py"))
 
@@ -247,7 +252,7 @@ def test_finite_refuses_non_finite_numbers(value):
 
 
 def test_map_into_a_folder_of_another_map_is_one_line(tmp_path, capsys):
-    small = ["--res", "2", "--steps", "20", "--quiet", "--out", str(tmp_path / "o")]
+    small = ["--res", "2", "--steps", "20", "--quiet", "--maps", str(tmp_path / "o")]
     assert boundary.main(["map", *small]) == 0
     capsys.readouterr()
     err = _run_boundary(["map", *small, "--width", "4"], capsys)
@@ -257,6 +262,6 @@ def test_map_into_a_folder_of_another_map_is_one_line(tmp_path, capsys):
 def test_cnn_map_with_a_relative_out_folder(tiny_model, cifar_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     rc = boundary.main(["cnn", "--model", str(tiny_model), "--res", "2", "--steps", "2", "--window", "1",
-                        "--train-limit", "32", "--workers", "1", "--data-dir", str(cifar_dir), "--out", "rel", "--quiet"])
+                        "--train-limit", "32", "--workers", "1", "--data-dir", str(cifar_dir), "--maps", "rel", "--quiet"])
     assert rc == 0, capsys.readouterr().err
     assert np.load(tmp_path / "rel" / "map.npy").shape == (2, 2)

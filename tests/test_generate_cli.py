@@ -16,6 +16,7 @@ from ab.gpt.brute.fract.space.registry import build_registry
 from ab.gpt.brute.fract.space.space import Space
 
 GEN = "ab.gpt.brute.fract.AlterNNFN"
+FRACTAL = "ab.gpt.brute.fract.cli"
 SMALL = ["--depth", "1-2", "--columns", "1-3", "--channels", "8,16", "-q"]
 
 
@@ -25,7 +26,7 @@ def manifest(out):
 
 def test_generates_valid_distinct_models_with_a_manifest(cli, tmp_path):
     out = tmp_path / "models"
-    r = cli(GEN, *SMALL, "--limit", "6", "--generator", "stratified", "--out", str(out))
+    r = cli(GEN, *SMALL, "--limit", "6", "--generator", "stratified", "--models", str(out))
     assert r.returncode == 0, r.stderr
     recs = manifest(out)
     valid = [x for x in recs if x["status"] == "valid"]
@@ -39,33 +40,33 @@ def test_generates_valid_distinct_models_with_a_manifest(cli, tmp_path):
 
 
 def test_relative_output_folder(cli, tmp_path):
-    r = cli(GEN, *SMALL, "--limit", "2", "--out", "rel/models", cwd=tmp_path)
+    r = cli(GEN, *SMALL, "--limit", "2", "--models", "rel/models", cwd=tmp_path)
     assert r.returncode == 0 and "2 new valid models" in r.stdout, r.stdout + r.stderr
     assert len(list((tmp_path / "rel" / "models").glob("*.py"))) == 2
 
 
 def test_rerun_is_idempotent_and_never_wipes(cli, tmp_path):
     out = tmp_path / "models"
-    assert cli(GEN, *SMALL, "--limit", "4", "--out", str(out)).returncode == 0
+    assert cli(GEN, *SMALL, "--limit", "4", "--models", str(out)).returncode == 0
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.py")}
     (out / "notes.txt").write_text("mine")
-    r = cli(GEN, *SMALL, "--limit", "4", "--out", str(out))
+    r = cli(GEN, *SMALL, "--limit", "4", "--models", str(out))
     assert r.returncode == 0 and "0 new valid models" in r.stdout and "4 already done" in r.stdout
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.py")} == stamps
     assert (out / "notes.txt").read_text() == "mine"
-    r = cli(GEN, *SMALL, "--limit", "7", "--out", str(out))  # a larger limit adds only the difference
+    r = cli(GEN, *SMALL, "--limit", "7", "--models", str(out))  # a larger limit adds only the difference
     assert "3 new valid models" in r.stdout
     assert len(list(out.glob("*.py"))) == 7 and len(manifest(out)) == 7
 
 
 def test_edited_or_deleted_model_is_regenerated(cli, tmp_path):
     out = tmp_path / "models"
-    cli(GEN, *SMALL, "--limit", "3", "--out", str(out))
+    cli(GEN, *SMALL, "--limit", "3", "--models", str(out))
     victim, edited = sorted(out.glob("*.py"))[:2]
     original = edited.read_text()
     victim.unlink()
     edited.write_text(original + "\n# hand edit\n")
-    r = cli(GEN, *SMALL, "--limit", "3", "--out", str(out))
+    r = cli(GEN, *SMALL, "--limit", "3", "--models", str(out))
     assert r.returncode == 0
     assert victim.exists() and edited.read_text() == original
 
@@ -73,7 +74,7 @@ def test_edited_or_deleted_model_is_regenerated(cli, tmp_path):
 def test_interrupted_run_resumes_without_redoing_or_losing_work(repo, tmp_path):
     out = tmp_path / "models"
     cmd = [sys.executable, "-m", GEN, "--depth", "1-3", "--columns", "1-4", "--channels", "8,16,16", "-q",
-           "--out", str(out)]
+           "--models", str(out)]
     proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     deadline = time.time() + 120
@@ -100,19 +101,19 @@ def test_interrupted_run_resumes_without_redoing_or_losing_work(repo, tmp_path):
 
 def test_truncated_last_manifest_line_is_dropped_and_redone(cli, tmp_path):
     out = tmp_path / "models"
-    cli(GEN, *SMALL, "--limit", "3", "--out", str(out))
+    cli(GEN, *SMALL, "--limit", "3", "--models", str(out))
     text = (out / "manifest.jsonl").read_text()
     (out / "manifest.jsonl").write_text(text[: text.rstrip("\n").rfind("\n") + 40])  # torn last record
-    r = cli(GEN, *SMALL, "--limit", "3", "--out", str(out))
+    r = cli(GEN, *SMALL, "--limit", "3", "--models", str(out))
     assert r.returncode == 0, r.stderr
     assert len(manifest(out)) == 3
 
 
 def test_dry_run_and_listing_write_nothing(cli, tmp_path):
     out = tmp_path / "models"
-    r = cli(GEN, *SMALL, "--dry-run", "--limit", "5", "--out", str(out))
+    r = cli(GEN, *SMALL, "--dry-run", "--limit", "5", "--models", str(out))
     assert r.returncode == 0 and "dry run: 5 specs" in r.stdout and not out.exists()
-    r = cli(GEN, "--list-space")
+    r = cli(FRACTAL, "space")
     assert "canonical specs: 2016" in r.stdout and "depth" in r.stdout and "join" in r.stdout
 
 
@@ -128,7 +129,7 @@ def test_dry_run_and_listing_write_nothing(cli, tmp_path):
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, args, message):
     out = tmp_path / "models"
-    r = cli(GEN, *args, "--out", str(out))
+    r = cli(GEN, *args, "--models", str(out))
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and message in r.stderr
     assert not out.exists()
@@ -137,12 +138,12 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, args, me
 def test_unwritable_output_and_corrupted_manifest(cli, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    r = cli(GEN, *SMALL, "--limit", "1", "--out", str(blocker / "sub"))
+    r = cli(GEN, *SMALL, "--limit", "1", "--models", str(blocker / "sub"))
     assert r.returncode == 2 and "not writable" in r.stderr and r.stderr.count("\n") == 1
     out = tmp_path / "models"
     out.mkdir()
     (out / "manifest.jsonl").write_text('{"name": "a"}\nnot json\n')
-    r = cli(GEN, *SMALL, "--limit", "1", "--out", str(out))
+    r = cli(GEN, *SMALL, "--limit", "1", "--models", str(out))
     assert r.returncode == 2 and "corrupted at line 1" in r.stderr and r.stderr.count("\n") == 1
     assert sorted(p.name for p in out.iterdir()) == ["manifest.jsonl"]
 
@@ -154,12 +155,12 @@ def test_second_run_into_a_busy_folder_is_refused(cli, tmp_path):
     fd = os.open(out, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)  # what a running generation holds
     try:
-        r = cli(GEN, *SMALL, "--limit", "1", "--out", str(out))
+        r = cli(GEN, *SMALL, "--limit", "1", "--models", str(out))
     finally:
         os.close(fd)
     assert r.returncode == 2 and "another generation run is writing to" in r.stderr
     assert r.stderr.count("\n") == 1 and list(out.iterdir()) == []
-    r = cli(GEN, *SMALL, "--limit", "1", "--out", str(out))
+    r = cli(GEN, *SMALL, "--limit", "1", "--models", str(out))
     assert r.returncode == 0, r.stderr
 
 

@@ -7,6 +7,7 @@ import pytest
 from ab.gpt.brute.fract.space.registry import build_registry
 
 GEN = "ab.gpt.brute.fract.AlterNNFN"
+FRACTAL = "ab.gpt.brute.fract.cli"
 
 
 @pytest.fixture(scope="module")
@@ -21,22 +22,22 @@ def plugin_site(repo, tmp_path_factory):
 
 def test_plugin_options_enter_the_space_and_generate_valid_models(cli, plugin_site, tmp_path):
     env = {"PYTHONPATH": str(plugin_site)}
-    r = cli(GEN, "--list-plugins", env=env)
+    r = cli(FRACTAL, "plugins", env=env)
     assert r.returncode == 0, r.stderr
     assert "extra_layers:" in r.stdout and "dwsep3x3" in r.stdout and "gnorm" in r.stdout
-    r = cli(GEN, "--list-space", env=env)
+    r = cli(FRACTAL, "space", env=env)
     conv_line = next(line for line in r.stdout.splitlines() if line.startswith("conv "))
     assert "dwsep3x3" in conv_line and "canonical specs: 2016" not in r.stdout  # the default space grew
     out = tmp_path / "models"
     r = cli(GEN, "--conv", "dwsep3x3", "--norm", "gnorm", "--depth", "1-2", "--columns", "1-2",
-            "--channels", "8,16", "--dropout", "0", "--limit", "4", "-q", "--out", str(out), env=env)
+            "--channels", "8,16", "--dropout", "0", "--limit", "4", "-q", "--models", str(out), env=env)
     assert r.returncode == 0, r.stderr
     files = sorted(out.glob("*.py"))
     assert len(files) == 4
     code = files[0].read_text()
     assert "groups=c_in" in code and "nn.GroupNorm(group_count(" in code and "def group_count" in code
     # without the plugin these options are unknown
-    r = cli(GEN, "--conv", "dwsep3x3", "--out", str(tmp_path / "other"))
+    r = cli(GEN, "--conv", "dwsep3x3", "--models", str(tmp_path / "other"))
     assert r.returncode == 2 and "unknown conv option 'dwsep3x3'" in r.stderr
 
 
@@ -46,7 +47,7 @@ def test_a_broken_plugin_is_named_in_one_line_and_the_rest_works(cli, tmp_path):
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[nn_gpt_fractal]\nbroken = no_such_module_anywhere\n")
-    r = cli(GEN, "--list-plugins", env={"PYTHONPATH": str(site)})
+    r = cli(FRACTAL, "plugins", env={"PYTHONPATH": str(site)})
     assert r.returncode == 0
     errors = [line for line in r.stderr.splitlines() if "broken" in line]
     assert len(errors) == 1 and "plugin 'broken' failed to load: ModuleNotFoundError" in errors[0]

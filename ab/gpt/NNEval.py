@@ -3,8 +3,8 @@
     python -m ab.gpt.NNEval --help
 
 Trains every model in --models (default <LEMUR root>/out/fractal) that has no result yet, each in a
-bubblewrap jail (one fresh process per model), writes LEMUR-format results to --out (default <LEMUR root>/new_lemur) and
-registers them into nn-dataset's SQLite DB. Rerunning resumes; interrupted models continue from their
+bubblewrap jail (one fresh process per model), writes LEMUR-format results to --results (default <LEMUR root>/new_lemur)
+and registers them into nn-dataset's SQLite DB. Rerunning resumes; interrupted models continue from their
 last finished epoch. `--schedule halving` gives every model a first budget and only the best 1/eta the
 next (successive halving, `sweep/halving_sweep.py`). Data: --data-dir or $NN_GPT_FRACTAL_CIFAR (a
 cifar-10-batches-py folder), else <LEMUR root>/data (downloaded as nn-dataset does when missing and online).
@@ -103,85 +103,127 @@ def print_summary(outcome: SweepOutcome, out: Path | None = None) -> None:
             click.echo(line)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("--models", type=cli_util.Path(file_okay=False, path_type=Path), help="model folder [<LEMUR root>/out/fractal]")
-@click.option("--filter", "pattern", help="only models whose name matches this glob, e.g. 'FractalNet-N2-*'")
-@click.option("--limit", type=click.IntRange(min=1), help="evaluate at most this many models")
-@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--lr", type=cli_util.Finite(min=0, min_open=True), default=0.01, show_default=True)
-@click.option("--momentum", type=cli_util.Finite(0, 1), default=0.9, show_default=True)
-@click.option("--dropout", type=cli_util.Finite(0, 1), default=0.2, show_default=True,
-              help="prm['dropout'] handed to models (generated FractalNets ignore it: their dropout is part of the "
-                   "spec, and the stat files record that one)")
-@click.option("--transform", type=click.Choice(sorted(TRANSFORMS)), default="norm_flip", show_default=True,
-              help="nn-dataset transform name")
-@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="trials per model")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="first seed")
-@click.option("--amp", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="mixed precision (CPU bf16; CUDA bf16 or fp16); auto: whatever a short probe of the model's "
-                   "shape class measured fastest on this machine (cached, see --tune-cache)")
-@click.option("--checkpointing", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="gradient checkpointing of fractal blocks; auto: on when the activations one training step "
-                   "saves exceed half the memory free for the trial")
-@click.option("--channels-last", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="channels_last memory format; auto: as the probe measured for the model's shape class")
-@click.option("--compile", "compile_mode", type=click.Choice(["auto", "on", "off"]), default="auto",
-              show_default=True, help="torch.compile the model; auto: only when its expected training time "
-              "pays back the measured compile time many times over")
-@click.option("--device", type=cli_util.Device(auto=True, several=True), default="auto", show_default=True,
-              help="where trials train: auto (every visible GPU, else the CPU), cpu, cuda (every visible GPU), "
-                   "cuda:N or cuda:0,2 (the listed GPUs); each jail sees only its own GPU")
-@click.option("--trials-per-gpu", type=cli_util.IntOrAuto(min=1, max=64), default="auto", show_default=True,
-              help="trials sharing one GPU at once; auto: the count a short probe of the sweep's dominant shape "
-                   "class measured fastest in aggregate, within each trial's measured peak memory (cached per GPU "
-                   "model); with --executor ray it sets --gpus-per-trial to 1/K")
-@click.option("--data-dir", type=cli_util.Path(file_okay=False), envvar=DATA_ENV, show_envvar=True,
-              help="a cifar-10-batches-py folder (or its parent), e.g. a shortened subset")
-@click.option("--train-limit", type=click.IntRange(min=1), help="train on the first N training images")
-@click.option("--test-limit", type=click.IntRange(min=1), help="evaluate on the first N test images")
-@click.option("--out", type=cli_util.Path(file_okay=False, path_type=Path), help="results [<LEMUR root>/new_lemur]")
-@click.option("--db", type=cli_util.Path(dir_okay=False, path_type=Path), help="SQLite DB [<LEMUR root>/db/ab.nn.db]")
-@click.option("--no-register", is_flag=True, help="write new_lemur/ only, no DB")
-@click.option("--fetch-lemur-db", is_flag=True, help="download the full LEMUR DB first when there is none (online)")
-@click.option("--workers", type=cli_util.IntOrAuto(min=1), default="auto", show_default=True,
-              help="local jailed training processes; auto: the workers x threads packing a short probe "
-                   "measured fastest here")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--address", help="Ray cluster address, e.g. HEAD_IP:6379 (default: start a local Ray)")
-@click.option("--gpus-per-trial", type=cli_util.Finite(min=0), help="Ray: GPU share per trial, e.g. 0.25 packs "
-              "4 trials on a GPU; 0: CPU trials [1 when the driver sees CUDA, else 0]")
-@click.option("--cpus-per-trial", type=cli_util.Finite(min=0, min_open=True), help="Ray: CPUs per trial (also its "
-              "torch threads unless --threads) [1]")
-@click.option("--memory-per-trial-gb", type=cli_util.Finite(min=0.1), help="Ray: memory reserved per trial, so a "
-              "node takes no more trials than fit [1 GiB + twice the dataset]")
-@click.option("--order", type=click.Choice(["longest", "file"]), default="longest", show_default=True,
-              help="hand out models longest first (manifest FLOPs) or in file order")
-@click.option("--timeout", type=cli_util.Finite(min=1), default=3600, show_default=True,
-              help="seconds per model and seed")
-@click.option("--memory-gb", type=cli_util.Finite(min=0.5), default=16, show_default=True,
-              help="address-space budget of a CPU training worker beyond its start (not applied on CUDA)")
-@click.option("--threads", type=cli_util.Threads(), help="torch threads per worker, at most the CPUs [cores / workers]")
-@click.option("--save-best", is_flag=True, help="keep each trial's best weights in <out>/ckpt/")
-@click.option("--retry-failed", is_flag=True, help="evaluate again models whose result is not 'trained'")
-@click.option("--schedule", type=click.Choice(["full", "halving"]), default="full", show_default=True,
-              help="full: every model trains --epochs; halving: successive halving, every model gets the first "
-                   "rung's epochs and the best 1/eta of each rung go on (resumable; records say where and why a model "
-                   "stopped; a later --schedule full leaves the stopped ones as they are)")
-@click.option("--eta", type=click.IntRange(min=2), help="halving: the best 1/eta of a rung go on [3]")
-@click.option("--rungs", type=halving_sweep.RungsParam(), help="halving: the epoch budgets below --epochs, e.g. 1 "
-              "or 1,2 (--epochs is added) [1, eta, eta^2, ... below --epochs]")
-@click.option("--min-keep", type=click.IntRange(min=1), help="halving: at least this many go on from each rung [1]")
-@click.option("--unsafe-no-jail", is_flag=True, help="DEBUGGING ONLY, UNSAFE: train without the bubblewrap jail "
-              "(model code can then read, write and run anything this user can)")
-@click.option("-q", "--quiet", is_flag=True, help="no progress bars")
-@click.option("--plan", is_flag=True, help="print the sweep's FLOPs, time estimate and run order; train nothing")
-@click.option("--tune-cache", type=cli_util.Path(dir_okay=False, path_type=Path),
-              help="per-machine tuning cache [$NN_GPT_FRACTAL_TUNE_CACHE or ~/.cache/nn-gpt-fractal/tune.json]")
-def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform, seeds, seed, amp, checkpointing,
-         channels_last, compile_mode, device, trials_per_gpu, data_dir, train_limit, test_limit, out, db, no_register, fetch_lemur_db, workers,
-         executor, address, gpus_per_trial, cpus_per_trial, memory_per_trial_gb, order, timeout, memory_gb, threads,
-         save_best, retry_failed, unsafe_no_jail, quiet, plan, tune_cache, schedule, eta, rungs, min_keep):
+def examples(prog: str, plan: bool) -> str:
+    lines = [f"{prog} --plan      # estimate first: FLOPs, time, run order"] if plan else []
+    lines += [f"{prog} --epochs 5 --device cuda", f"{prog} --schedule halving --rungs 1,2 --eta 6",
+              f"{prog} --executor ray --address HEAD_IP:6379 --gpus-per-trial 0.25",
+              f"{prog} --filter 'FractalNet-N2-*' --limit 10 --results new_lemur_small"]
+    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
+
+
+_ESTIMATE = cli_util.option_group(
+    "Estimate",
+    cli_util.option("--plan", is_flag=True, help="print the sweep's FLOPs, time estimate and run order; train nothing"))
+_COMMON = cli_util.option_group(
+    "Common",
+    cli_util.option("--models", type=cli_util.Path(file_okay=False, path_type=Path), show_default="<LEMUR root>/out/fractal",
+           help="folder of generated models to evaluate"),
+    cli_util.option("--results", type=cli_util.Path(file_okay=False, path_type=Path), old=("--out",),
+           show_default="<LEMUR root>/new_lemur", help="results folder: LEMUR-format stat files and run records"),
+    cli_util.option("--filter", "pattern", show_default="all models",
+           help="only models whose name matches this glob, e.g. 'FractalNet-N2-*'"),
+    cli_util.option("--limit", type=click.IntRange(min=1), show_default="all", help="evaluate at most this many models"),
+    cli_util.option("--device", type=cli_util.Device(auto=True, several=True), default="auto",
+           help="where trials train: auto (every visible GPU, else the CPU), cpu, cuda (every visible GPU), "
+                "cuda:N or cuda:0,2 (the listed GPUs); each jail sees only its own GPU"),
+    cli_util.option("--db", type=cli_util.Path(dir_okay=False, path_type=Path), show_default="<LEMUR root>/db/ab.nn.db",
+           help="nn-dataset SQLite DB the results are registered in"),
+    cli_util.option("--no-register", is_flag=True, help="write the results folder only, no DB rows"),
+    cli_util.option("--fetch-lemur-db", is_flag=True, help="download the full LEMUR DB first when there is none (online)"),
+    cli_util.option("--data-dir", type=cli_util.Path(file_okay=False), envvar=DATA_ENV, show_envvar=True,
+           show_default="<LEMUR root>/data",
+           help="a cifar-10-batches-py folder (or its parent), e.g. a shortened subset"),
+    cli_util.option("--retry-failed", is_flag=True, help="evaluate again models whose result is not 'trained'"),
+    cli_util.quiet_option())
+_TRAINING = cli_util.option_group(
+    "Training",
+    cli_util.option("--epochs", type=click.IntRange(min=1), default=5, help="epochs per model (the last rung with halving)"),
+    cli_util.option("--batch", type=click.IntRange(min=1), default=16, help="training batch size"),
+    cli_util.option("--lr", type=cli_util.Finite(min=0, min_open=True), default=0.01, help="SGD learning rate"),
+    cli_util.option("--momentum", type=cli_util.Finite(0, 1), default=0.9, help="SGD momentum"),
+    cli_util.option("--prm-dropout", "dropout", type=cli_util.Finite(0, 1), default=0.2, old=("--dropout",),
+           help="prm['dropout'] handed to models (generated FractalNets ignore it: their dropout is part of the "
+                "spec, and the stat files record that one)"),
+    cli_util.option("--transform", type=click.Choice(sorted(TRANSFORMS)), default="norm_flip",
+           help="nn-dataset transform name"),
+    cli_util.option("--seeds", type=click.IntRange(min=1), default=1, help="trials per model"),
+    cli_util.option("--seed", type=cli_util.Seed(), default=0, help="first seed"),
+    cli_util.option("--train-limit", type=click.IntRange(min=1), show_default="all 50000",
+           help="train on the first N training images"),
+    cli_util.option("--test-limit", type=click.IntRange(min=1), show_default="all 10000",
+           help="evaluate on the first N test images"),
+    cli_util.option("--save-best", is_flag=True, help="keep each trial's best weights in <results>/ckpt/"))
+_SCHEDULE = cli_util.option_group(
+    "Schedule",
+    cli_util.option("--schedule", type=click.Choice(["full", "halving"]), default="full",
+           help="full: every model trains --epochs; halving: successive halving, every model gets the first "
+                "rung's epochs and the best 1/eta of each rung go on (resumable; records say where and why a "
+                "model stopped; a later --schedule full leaves the stopped ones as they are)"),
+    cli_util.option("--eta", type=click.IntRange(min=2), show_default="3", help="halving: the best 1/eta of a rung go on"),
+    cli_util.option("--rungs", type=halving_sweep.RungsParam(), show_default="1, eta, eta^2, ... below --epochs",
+           help="halving: the epoch budgets below --epochs, e.g. 1 or 1,2 (--epochs is added)"),
+    cli_util.option("--min-keep", type=click.IntRange(min=1), show_default="1",
+           help="halving: at least this many go on from each rung"),
+    cli_util.option("--run-order", "order", type=click.Choice(["longest", "file"]), default="longest", old=("--order",),
+           help="hand out models longest first (manifest FLOPs) or in file order"))
+_CLUSTER = cli_util.option_group(
+    "Workers and cluster",
+    cli_util.option("--workers", type=cli_util.IntOrAuto(min=1), default="auto",
+           help="local jailed training processes; auto: the workers x threads packing a short probe measured "
+                "fastest here"),
+    cli_util.option("--threads", type=cli_util.Threads(), show_default="CPUs / workers",
+           help="torch threads per worker, at most the CPUs"),
+    cli_util.option("--trials-per-gpu", type=cli_util.IntOrAuto(min=1, max=64), default="auto",
+           help="trials sharing one GPU at once; auto: the count a short probe of the sweep's dominant shape class "
+                "measured fastest in aggregate, within each trial's measured peak memory (cached per GPU model); "
+                "with --executor ray it sets --gpus-per-trial to 1/K"),
+    cli_util.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+           help="local: jailed processes on this machine; ray: jailed Ray tasks on a cluster"),
+    cli_util.option("--address", show_default="start a local Ray", help="Ray cluster address, e.g. HEAD_IP:6379"),
+    cli_util.option("--gpus-per-trial", type=cli_util.Finite(min=0), show_default="1 when the driver sees CUDA, else 0",
+           help="Ray: GPU share per trial, e.g. 0.25 packs 4 trials on a GPU; 0: CPU trials"),
+    cli_util.option("--cpus-per-trial", type=cli_util.Finite(min=0, min_open=True), show_default="1",
+           help="Ray: CPUs per trial (also its torch threads unless --threads)"),
+    cli_util.option("--memory-per-trial-gb", type=cli_util.Finite(min=0.1), show_default="1 GiB + twice the data set",
+           help="Ray: memory reserved per trial, so a node takes no more trials than fit"))
+_PERFORMANCE = cli_util.option_group(
+    "Advanced performance",
+    cli_util.mode_option("--amp", default="auto",
+                         help="mixed precision (CPU bf16; CUDA bf16 or fp16); auto: whatever a short probe of the "
+                              "model's shape class measured fastest on this machine (cached, see --tune-cache)"),
+    cli_util.mode_option("--checkpointing", default="auto",
+                         help="gradient checkpointing of fractal blocks; auto: on when the activations one training "
+                              "step saves exceed half the memory free for the trial"),
+    cli_util.mode_option("--channels-last", default="auto",
+                         help="channels_last memory format; auto: as the probe measured for the model's shape class"),
+    cli_util.mode_option("--compile", "compile_mode", default="auto",
+                         help="torch.compile the model; auto: only when its expected training time pays back the "
+                              "measured compile time many times over"),
+    cli_util.option("--tune-cache", type=cli_util.Path(dir_okay=False, path_type=Path),
+           show_default="$NN_GPT_FRACTAL_TUNE_CACHE or ~/.cache/nn-gpt-fractal/tune.json",
+           help="per-machine tuning cache"))
+_LIMITS = cli_util.option_group(
+    "Limits",
+    cli_util.option("--timeout", type=cli_util.Finite(min=1), default=3600, help="seconds per model and seed"),
+    cli_util.option("--memory-gb", type=cli_util.Finite(min=0.5), default=16,
+           help="address-space budget of a CPU training worker beyond its start (not applied on CUDA)"),
+    cli_util.option("--unsafe-no-jail", is_flag=True, help="DEBUGGING ONLY, UNSAFE: train without the bubblewrap jail "
+           "(model code can then read, write and run anything this user can)"))
+
+
+@cli_util.command(epilog=examples("python -m ab.gpt.NNEval", plan=True))
+@_ESTIMATE
+@_COMMON
+@_TRAINING
+@_SCHEDULE
+@_CLUSTER
+@_PERFORMANCE
+@_LIMITS
+def main(models, results, pattern, limit, device, db, no_register, fetch_lemur_db, data_dir, retry_failed, quiet,
+         epochs, batch, lr, momentum, dropout, transform, seeds, seed, train_limit, test_limit, save_best, schedule,
+         eta, rungs, min_keep, order, workers, threads, trials_per_gpu, executor, address, gpus_per_trial, cpus_per_trial,
+         memory_per_trial_gb, amp, checkpointing, channels_last, compile_mode, tune_cache, timeout, memory_gb,
+         unsafe_no_jail, plan):
     """Train generated models on CIFAR-10, write LEMUR-format results and register them in the DB."""
     for name, value in (("--eta", eta), ("--rungs", rungs), ("--min-keep", min_keep)):
         if value is not None and schedule != "halving":
@@ -206,15 +248,16 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
                         ("--memory-per-trial-gb", memory_per_trial_gb)):
         if value is not None and executor != "ray":
             raise click.BadParameter(f"{name} needs --executor ray", param_hint=name)
+    say = (lambda m: None) if quiet and plan else (lambda m: click.echo(m, err=True))
     if plan:  # what the sweep would cost, calibrated on this device; nothing is trained or written
-        p = tplan.plan_sweep(models or models_dir(), out or new_lemur_dir(), pattern, limit, retry_failed, epochs,
+        p = tplan.plan_sweep(models or models_dir(), results or new_lemur_dir(), pattern, limit, retry_failed, epochs,
                              seeds, batch, train_limit, test_limit, data_dir, device, workers,
                              _mode(checkpointing), threads=threads, trials_per_gpu=trials_per_gpu,
-                             cache_path=tune_cache, echo=lambda m: click.echo(m, err=True))
+                             cache_path=tune_cache, echo=say)
         tplan.render(p, echo=click.echo)
         if schedule == "halving":
-            if seen := plan_halving.halving_records(out or new_lemur_dir()):
-                click.echo(f"{len(seen)} model(s) in {out or new_lemur_dir()} have halving records: the estimate "
+            if seen := plan_halving.halving_records(results or new_lemur_dir()):
+                click.echo(f"{len(seen)} model(s) in {results or new_lemur_dir()} have halving records: the estimate "
                            f"below is a fresh halving run of the models above, not the rest of that run", err=True)
             plan_halving.render(plan_halving.estimate(p, halving_rungs), echo=click.echo)
         return 0
@@ -223,7 +266,7 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
             import ray  # noqa: F401
         except ImportError:
             raise click.UsageError("--executor ray needs Ray: pip install 'nn-gpt-fractal[ray]'") from None
-    cfg = SweepConfig(models=models or models_dir(), out=out or new_lemur_dir(), filter=pattern, limit=limit,
+    cfg = SweepConfig(models=models or models_dir(), out=results or new_lemur_dir(), filter=pattern, limit=limit,
                       epochs=epochs, batch=batch, lr=lr, momentum=momentum, dropout=dropout, transform=transform,
                       seeds=seeds, seed=seed, amp=_mode(amp), checkpointing=_mode(checkpointing),
                       channels_last=_mode(channels_last), compile=compile_mode,
@@ -239,6 +282,19 @@ def main(models, pattern, limit, epochs, batch, lr, momentum, dropout, transform
     outcome = run_sweep(cfg, say=lambda m: click.echo(m, err=True))
     print_summary(outcome, cfg.out)
     return 2 if outcome.stat_errors else 0  # each was reported (one line per model); the rest went on
+
+
+# `nn-gpt-fractal eval` and `nn-gpt-fractal plan`: the same command as modes of their own
+eval_cmd = cli_util.derive(main, "eval", drop=["plan"], epilog=examples("nn-gpt-fractal eval", plan=False))
+PLANNED = {"models", "results", "pattern", "limit", "retry_failed", "device", "data_dir", "quiet", "epochs", "batch",
+           "seeds", "train_limit", "test_limit", "schedule", "eta", "rungs", "min_keep", "workers", "threads",
+           "checkpointing", "trials_per_gpu", "tune_cache"}  # what the plan reads; every other option keeps its default
+plan_cmd = cli_util.derive(
+    main, "plan", keep=PLANNED, fixed={"plan": True},
+    help="Estimate a sweep before running it: FLOPs, time on this machine (calibrated by short probes), run "
+         "order and, with --schedule halving, the rungs' budgets. Trains nothing and writes no results.",
+    epilog="Examples:\n\n\b\n  nn-gpt-fractal plan\n  nn-gpt-fractal plan --epochs 5 --device cuda\n"
+           "  nn-gpt-fractal plan --schedule halving --rungs 1,2 --eta 6")
 
 
 def cli(args: list[str] | None = None) -> None:

@@ -19,7 +19,7 @@ MOD = "ab.gpt.brute.fract.boundary"
 def test_cli_map_writes_array_metadata_and_images(tmp_path):
     out = tmp_path / "m"
     args = ["map", "--res-x", "20", "--res-y", "16", "--x-lo", "1", "--x-hi", "1e5", "--y-lo", "1", "--y-hi", "1e5",
-            "--steps", "60", "--n-data", "64", "--seed", "7", "--out", str(out), "--quiet"]
+            "--steps", "60", "--n-data", "64", "--seed", "7", "--maps", str(out), "--quiet"]
     r = subprocess.run([sys.executable, "-m", MOD, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     arr = np.load(out / "map.npy")
@@ -53,7 +53,7 @@ def test_cli_map_writes_array_metadata_and_images(tmp_path):
 ])
 def test_bad_input_one_line_error_exit_2_nothing_written(tmp_path, capsys, bad):
     out = tmp_path / "never"
-    rc = cli.main(["map", *bad, "--out", str(out), "--quiet"])
+    rc = cli.main(["map", *bad, "--maps", str(out), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
@@ -61,7 +61,7 @@ def test_bad_input_one_line_error_exit_2_nothing_written(tmp_path, capsys, bad):
 
 
 def test_bad_input_real_process(tmp_path):
-    r = subprocess.run([sys.executable, "-m", MOD, "map", "--x-lo", "-1", "--out", str(tmp_path / "x")],
+    r = subprocess.run([sys.executable, "-m", MOD, "map", "--x-lo", "-1", "--maps", str(tmp_path / "x")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "lo > 0" in r.stderr
     assert not (tmp_path / "x").exists()

@@ -37,7 +37,7 @@ def env_for(root: Path) -> dict:
 def model(root) -> Path:
     out = root / "models"
     proc = subprocess.run([sys.executable, "-m", "ab.gpt.brute.fract.AlterNNFN", "--depth", "1", "--columns", "2",
-                           "--channels", "8", "--limit", "1", "--workers", "1", "-q", "--out", str(out)],
+                           "--channels", "8", "--limit", "1", "--workers", "1", "-q", "--models", str(out)],
                           cwd=root, env=env_for(root), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     (path,) = out.glob("*.py")
@@ -62,7 +62,7 @@ def cli(root: Path, *args: str) -> tuple[int, str, str]:
 def local_map(root, model, cifar_dir) -> Path:
     out = root / "map3"
     code, stdout, stderr = cli(root, "cnn", "--model", str(model), "--res", "3", *GRID, "--workers", "2",
-                               "--data-dir", str(cifar_dir), "--out", str(out))
+                               "--data-dir", str(cifar_dir), "--maps", str(out))
     assert code == 0, stderr
     assert "1 tiles computed, 0 reused" in stdout
     return out
@@ -89,7 +89,7 @@ def test_rerun_resumes_without_training(root, model, cifar_dir, local_map):
     tile_files = sorted((local_map / "tiles").glob("tile_*.npz"))
     stamps = [p.stat().st_mtime_ns for p in tile_files]
     code, stdout, stderr = cli(root, "cnn", "--model", str(model), "--res", "3", *GRID,
-                               "--data-dir", str(cifar_dir), "--out", str(local_map))
+                               "--data-dir", str(cifar_dir), "--maps", str(local_map))
     assert code == 0, stderr
     assert "0 tiles computed, 1 reused" in stdout
     assert np.array_equal(np.load(local_map / "map.npy"), before)
@@ -112,7 +112,7 @@ def test_ray_equals_local(root, model, cifar_dir, local_map):
     """A 2x2 grid over the same ranges is the 3x3 grid's corners: Ray must give exactly those numbers."""
     out = root / "ray2"
     proc = subprocess.run([sys.executable, "-m", "ab.gpt.brute.fract.boundary", "cnn", "--model", str(model),
-                           "--res", "2", *GRID, "--executor", "ray", "--data-dir", str(cifar_dir), "--out", str(out)],
+                           "--res", "2", *GRID, "--executor", "ray", "--data-dir", str(cifar_dir), "--maps", str(out)],
                           cwd=root, env=env_for(root), capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr
     ray_arrays, local_arrays = np.load(out / "map_arrays.npz"), np.load(local_map / "map_arrays.npz")
@@ -123,7 +123,7 @@ def test_ray_equals_local(root, model, cifar_dir, local_map):
 def test_bad_input_is_one_line_exit_2(root, model, cifar_dir, local_map, tmp_path):
     bad = tmp_path / "Bad.py"
     bad.write_text("import os\n" + model.read_text())
-    common = ["--data-dir", str(cifar_dir), "--out", str(tmp_path / "o"), "--quiet"]
+    common = ["--data-dir", str(cifar_dir), "--maps", str(tmp_path / "o"), "--quiet"]
     cases = [
         (["--model", str(tmp_path / "missing.py")], "missing.py"),
         (["--model", str(bad)], "fails the static check"),
@@ -138,7 +138,7 @@ def test_bad_input_is_one_line_exit_2(root, model, cifar_dir, local_map, tmp_pat
         assert err.startswith("error: ")
     # an output folder holding another map's tiles (other --steps) is refused before any training
     code, _, err = cli(root, "cnn", "--model", str(model), "--res", "3", *GRID, "--steps", "31",
-                       "--data-dir", str(cifar_dir), "--out", str(local_map))
+                       "--data-dir", str(cifar_dir), "--maps", str(local_map))
     assert code == 2 and "different settings" in err
 
 

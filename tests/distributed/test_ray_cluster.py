@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 EPOCHS = 3
 ARGS = ["--epochs", str(EPOCHS), "--train-limit", "512", "--test-limit", "128", "--threads", "1", "-q",
-        "--executor", "ray", "--order", "file"]
+        "--executor", "ray", "--run-order", "file"]
 PLACED = re.compile(r"^ray: (\S+) s0 on node (\w+) pid (\d+) from epoch (\d+)( \(dataset cached there now\))?$", re.M)
 LOST = re.compile(r"^ray: (\S+) s0 lost \((\w+)\); restarting from epoch (\d+)$", re.M)
 DATA_FILES = {"train_x.npy", "train_y.npy", "test_x.npy"}
@@ -56,7 +56,7 @@ def cluster(lemur, cifar_dir, tmp_path_factory):
 
 
 def nneval(root: Path, cluster: LocalCluster, out: str, db: str, *more: str, cifar: Path) -> list[str]:
-    return ["-m", "ab.gpt.NNEval", *ARGS, "--address", cluster.address, "--out", str(root / "new_lemur" / out),
+    return ["-m", "ab.gpt.NNEval", *ARGS, "--address", cluster.address, "--results", str(root / "new_lemur" / out),
             "--db", str(root / "db" / db), "--data-dir", str(cifar), *more]
 
 

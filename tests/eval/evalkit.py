@@ -33,7 +33,7 @@ def make_root(path: Path) -> Path:
 
 
 def generate(root: Path, out: Path, *args: str) -> list[str]:
-    run_cli("ab.gpt.brute.fract.AlterNNFN", *TINY, *args, "--out", str(out), cwd=root)
+    run_cli("ab.gpt.brute.fract.AlterNNFN", *TINY, *args, "--models", str(out), cwd=root)
     return sorted(p.stem for p in out.glob("*.py"))
 
 

@@ -21,7 +21,7 @@ from .evalkit import RAISES, REPO, make_root, run_cli
 pytestmark = pytest.mark.slow
 
 # 3 models, rungs 1,3: all train 1 epoch, the best 2 go on to 3 epochs (7 epochs of the full schedule's 9)
-COMMON = ["--epochs", "3", "--train-limit", "768", "--test-limit", "128", "--threads", "1", "-q", "--order", "file"]
+COMMON = ["--epochs", "3", "--train-limit", "768", "--test-limit", "128", "--threads", "1", "-q", "--run-order", "file"]
 HALVING = ["--schedule", "halving", "--rungs", "1", "--eta", "2", "--min-keep", "2", *COMMON]
 NUMBERS = ("epoch", "accuracy", "train_loss", "val_loss", "train_accuracy")
 

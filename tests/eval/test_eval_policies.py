@@ -14,12 +14,13 @@ import torch
 from ab.gpt.brute.fract.generation.manifest import Manifest
 from ab.gpt.brute.fract.tune.cache import TuneCache
 from ab.gpt.brute.fract.tune.device import cache_key
-from ab.gpt.brute.fract.tune.synthetic import shape_class_of_spec
+from ab.gpt.brute.fract.tune.synthetic import decision_bucket, shape_class_of_spec
 from tests.eval.evalkit import QUICK, make_root, run_cli
 
 
 def classes(models: Path) -> set[str]:
-    return {shape_class_of_spec(r["spec"]).key for r in Manifest.load(models).valid()}
+    """The decision buckets of the models' shape classes: what the tuner probes and caches."""
+    return {decision_bucket(shape_class_of_spec(r["spec"])).key for r in Manifest.load(models).valid()}
 
 
 def write_figures(cache: Path, shapes: set[str], fastest: str, packing: dict[str, float]) -> None:

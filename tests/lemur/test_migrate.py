@@ -88,7 +88,7 @@ def test_migrate_renames_everything_and_loses_nothing(old):
     proc = migrate(old)
     assert proc.stdout.strip().startswith("nothing to migrate") and snapshot(old / "old") == after
     # NNEval resumes on the migrated folders: nothing retrained, no DB row added
-    proc = run_cli("ab.gpt.NNEval", "--models", str(models), "--out", str(old / "old" / "results"), "--db",
+    proc = run_cli("ab.gpt.NNEval", "--models", str(models), "--results", str(old / "old" / "results"), "--db",
                    str(old / "old" / "ab.nn.db"), "-q", cwd=old)
     assert "0 evaluated" in proc.stdout and "2 already done" in proc.stdout and "0 new DB rows" in proc.stdout
     assert db_rows(old / "old" / "ab.nn.db") == now_db

@@ -29,7 +29,7 @@ def done(tmp_path) -> Path:
 
 
 def nneval(root: Path, db: Path, cifar: Path, prefix: list[str] = (), **kw):
-    args = ["--models", str(root / "models"), "--out", str(root / "results"), "--db", str(db), "-q",
+    args = ["--models", str(root / "models"), "--results", str(root / "results"), "--db", str(db), "-q",
             "--data-dir", str(cifar)]
     if not prefix:
         return run_cli("ab.gpt.NNEval", *args, cwd=root, check=False, **kw)

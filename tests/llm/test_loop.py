@@ -34,13 +34,13 @@ def plugin_env(tmp_path):
             "PYTHONUNBUFFERED": "1"}
 
 
-def alter(env, *args, timeout=540):
-    return subprocess.run([sys.executable, "-m", "ab.gpt.brute.fract.AlterNNFN", *args], env=env, cwd=REPO,
+def alter(env, *args, timeout=540, module="ab.gpt.brute.fract.AlterNNFN"):
+    return subprocess.run([sys.executable, "-m", module, *args], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 
 
 def test_plugin_found_through_entry_point(plugin_env):
-    res = alter(plugin_env, "--list-plugins")
+    res = alter(plugin_env, "plugins", module="ab.gpt.brute.fract.cli")
     assert res.returncode == 0, res.stderr
     assert "llm:" in res.stdout and "generators:     llm" in res.stdout
 
@@ -58,7 +58,7 @@ def test_closed_loop_with_nneval(chat_server, plugin_env, cifar_dir, tmp_path):
     evals = ["--epochs=1", "--train-limit=128", "--test-limit=64", "--threads=1", "--no-register", "-q",
              f"--data-dir={cifar_dir}"]
     res = alter(plugin_env, "--generator", "llm", "--gen-opt", f"llm={chat_server.config(tmp_path)}",
-                "--limit", "2", "--rounds", "2", "--out", str(out), "--new-lemur", str(nl), "--workers", "1",
+                "--limit", "2", "--rounds", "2", "--models", str(out), "--results", str(nl), "--workers", "1",
                 *[f"--eval-arg={a}" for a in evals])
     assert res.returncode == 0, res.stdout + res.stderr
     assert "round 1/2: 2 new" in res.stdout and "round 2/2: 2 new" in res.stdout, res.stdout

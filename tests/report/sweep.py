@@ -29,10 +29,10 @@ def run_module(module: str, *args: str, env: dict | None = None, timeout: float 
 def make_sweep(root: Path) -> tuple[Path, Path]:
     models, results = root / "models", root / "new_lemur"
     for args in (FRACTAL, PLAIN):
-        r = run_module("ab.gpt.brute.fract.AlterNNFN", *args, "--out", str(models))
+        r = run_module("ab.gpt.brute.fract.AlterNNFN", *args, "--models", str(models))
         assert r.returncode == 0, r.stderr
     # NN_GPT_FRACTAL_ROOT keeps NNEval's DB registration inside the test folder
-    r = run_module("ab.gpt.NNEval", "--models", str(models), "--out", str(results), "--epochs", str(EPOCHS),
+    r = run_module("ab.gpt.NNEval", "--models", str(models), "--results", str(results), "--epochs", str(EPOCHS),
                    "--seeds", str(SEEDS), "--train-limit", str(TRAIN), "--test-limit", str(TEST),
                    "--data-dir", str(DATA), "--amp", "off", "-q", env={"NN_GPT_FRACTAL_ROOT": str(root)})
     assert r.returncode == 0, r.stderr[-3000:]

@@ -79,7 +79,7 @@ def test_report_of_a_real_sweep_loads_in_chromium(real_sweep, chromium, tmp_path
     models, results = real_sweep
     out, db = tmp_path / "report", models.parent / "db" / "ab.nn.db"  # NNEval registered the sweep there
     r = run_module("ab.gpt.brute.fract.report", "--results", str(results), "--models", str(models),
-                   "--db", str(db), "--out", str(out), "--top", "5")
+                   "--db", str(db), "--report", str(out), "--top", "5")
     assert r.returncode == 0, r.stderr
     assert "not drawn" not in r.stderr  # the sweep has what every figure needs
     for stem, _, _ in BUILDERS:

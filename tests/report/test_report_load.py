@@ -130,6 +130,6 @@ def test_cli_bad_input_is_one_line_not_a_traceback(tmp_path):
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "A.json").write_text("{")
     for args in (["--results", str(tmp_path / "missing")], ["--results", str(tmp_path)]):
-        r = run_module("ab.gpt.brute.fract.report", *args, "--out", str(tmp_path / "out"))
+        r = run_module("ab.gpt.brute.fract.report", *args, "--report", str(tmp_path / "out"))
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1

@@ -1,5 +1,4 @@
 """The sweep plan: FLOP totals, run order, wall-time scheduling, and `NNEval --plan` on generated models."""
-import json
 import re
 
 import pytest
@@ -99,7 +98,7 @@ def test_entries_from_a_real_manifest(tmp_path):
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     """(LEMUR root, models folder, names, tuning cache): three tiny generated models; the plan CLI tests share the
-    cache, so each shape class is probed once."""
+    cache."""
     tmp = tmp_path_factory.mktemp("plan")
     root = make_root(tmp / "root")
     out = root / "out" / "fractal"
@@ -120,7 +119,8 @@ def test_nneval_plan_on_generated_models(generated, tmp_path, cifar_dir):
     order = sorted(names, key=lambda n: (-flops[n], n))
     pos = [proc.stdout.find(n[:40]) for n in order]
     assert all(p >= 0 for p in pos) and pos == sorted(pos)
-    assert json.loads(cache.read_text())["entries"]  # calibration stored
+    # a sweep this small does not pay for probing: the calibration ran with the defaults and cached nothing
+    assert "unprobed default" in proc.stderr and "not probed" in proc.stderr and not cache.exists()
     assert not (root / "new_lemur").exists() and not (root / "db").exists()  # nothing trained or written
     bad = run_cli("ab.gpt.NNEval", "--plan", "--models", str(tmp_path / "none"), cwd=root, check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no models folder" in bad.stderr
@@ -137,7 +137,7 @@ def test_nneval_plan_halving_on_generated_models(generated, tmp_path, cifar_dir)
     record = {"name": "Other", "status": "trained", "schedule": schedule_record(make_rungs(4, 2), "running")}
     write_json(runs_dir(results) / "Other.json", record)
     proc = run_cli("ab.gpt.NNEval", "--plan", "--schedule", "halving", "--eta", "2", "--min-keep", "2",
-                   "--out", str(results), "--models", str(out), "--data-dir", str(cifar_dir), "--epochs", "4",
+                   "--results", str(results), "--models", str(out), "--data-dir", str(cifar_dir), "--epochs", "4",
                    "--train-limit", "300", "--test-limit", "100", "--threads", "1", "--workers", "1",
                    "--tune-cache", str(cache), cwd=root, env={"COLUMNS": "200"})
     # make_rungs(4, eta 2) = 1, 2, 4; 3 models -> keep(3) = max(2, 3 // 2) = 2 -> 2

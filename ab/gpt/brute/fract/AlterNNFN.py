@@ -90,58 +90,99 @@ def list_space(space: Space) -> None:
         for slot in ("conv", "norm", "act")))
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("--kind", type=click.Choice(["fractal", "plain"]), default="fractal", show_default=True,
-              help="fractal networks, or plain (non-fractal) baselines built from the same layers")
-@click.option("--depth", help="fractal depth N: number of blocks, each followed by 2x2 pooling [1-4]")
-@click.option("--columns", help="columns C of each fractal block [1-4]")
-@click.option("--plain-layers", help="ops in a plain baseline (with --kind plain) [5,10,20,40]")
-@click.option("--channels", multiple=True, help="channel schedule per block, e.g. 64,128,256,512,512 "
-              "or 'paper'; repeat for several [paper]")
-@click.option("--conv", help="convolution options, e.g. conv3x3,conv5x5 (see --list-space)")
-@click.option("--norm", help="normalization options including none, e.g. none,bn,inorm")
-@click.option("--act", help="activation options, e.g. relu,gelu,silu")
-@click.option("--order", help="layer orders inside a column op [conv-norm-act,norm-act-conv]")
-@click.option("--dropout", help="dropout rates in [0, 1) at the end of each op, and/or 'larsson' (per-block "
-              "0, 0.1, .., 0.4 scaled to N blocks) [0,0.2]")
-@click.option("--join", help="join rules: mean, sum, max [mean,max]")
-@click.option("--local-drop", help="local drop-path rates in [0, 1) [0.15]")
-@click.option("--global-drop", help="share of batches using global drop-path, in [0, 1] [0.5]")
-@click.option("--pool", help="pooling after each block: max, avg [max]")
-@click.option("--head", help="classifier head: gap (global average pool + linear), flatten [gap]")
-@click.option("--generator", "generator_name", default="enumerate", show_default=True,
-              help="how to pick points: enumerate, random, stratified, or a plugin's (see --list-plugins)")
-@click.option("--gen-opt", multiple=True, metavar="KEY=VALUE", help="option passed to the generator")
-@click.option("--limit", type=click.IntRange(min=1), help="stop after this many new valid models")
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of random/stratified sampling")
-@click.option("--out", type=cli_util.Path(file_okay=False, path_type=Path),
-              help="output folder [<LEMUR root>/out/fractal]")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="jailed validation processes")
-@click.option("--validate", "mode", type=click.Choice(["meta", "real"]), default="meta", show_default=True,
-              help="meta: shapes, signature, forward+backward on the meta device; real: also real CPU "
-                   "tensors, train_setup and learn")
-@click.option("--timeout", type=cli_util.Finite(min=1), default=120, show_default=True,
-              help="seconds allowed to validate one model")
-@click.option("--baselines", is_flag=True, help="also generate, for every valid fractal variant, plain networks "
-              "of 5, 10, 20, 40 ops and its deepest column alone, from the same layers and widths")
-@click.option("--rounds", type=click.IntRange(min=1), help="closed loop: this many rounds of generate --limit "
-              "models, evaluate them with NNEval, let the generator read the results (needs --limit)")
-@click.option("--new-lemur", type=cli_util.Path(file_okay=False, path_type=Path),
-              help="with --rounds: NNEval's results folder, read back as feedback [<LEMUR root>/new_lemur]")
-@click.option("--eval-arg", "eval_args", multiple=True, metavar="ARG",
-              help="with --rounds: argument passed to NNEval, e.g. --eval-arg=--epochs=1 (repeatable)")
-@click.option("--eval-module", default=EVAL_MODULE, show_default=True, hidden=True,
-              help="module run as `python -m MODULE --models DIR --out NEW_LEMUR [ARGS]` to evaluate a round")
-@click.option("--dry-run", is_flag=True, help="show what would be generated; write nothing")
-@click.option("--list-space", "show_space", is_flag=True, help="list the space's dimensions and size")
-@click.option("--list-plugins", "show_plugins", is_flag=True, help="list loaded plugins and contributions")
-@click.option("--unsafe-no-jail", is_flag=True, help="DEBUGGING ONLY, UNSAFE: run model code without the "
-              "bubblewrap jail (any model can then read, write and run anything this user can)")
-@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def main(kind, depth, columns, plain_layers, channels, conv, norm, act, order, dropout, join, local_drop,
-         global_drop, pool, head, generator_name, gen_opt, limit, seed, out, workers, mode, timeout, baselines,
-         rounds, new_lemur, eval_args, eval_module, dry_run, show_space, show_plugins, unsafe_no_jail, quiet):
+EXAMPLES = """Examples:
+
+\b
+  {prog}
+  {prog} --depth 1-3 --columns 1-3 --generator stratified --limit 100
+  {prog} --conv conv3x3,conv5x5 --norm bn,none --dry-run
+  {prog} --baselines --models out/fractal
+  {prog} --generator llm --limit 8 --rounds 3 --eval-arg=--epochs=1"""
+
+_COMMON = cli_util.option_group(
+    "Common",
+    cli_util.option("--models", type=cli_util.Path(file_okay=False, path_type=Path), old=("--out",),
+                    show_default="<LEMUR root>/out/fractal",
+                    help="models folder the valid models are written to (where NNEval looks)"),
+    cli_util.option("--limit", type=click.IntRange(min=1), show_default="the whole space",
+                    help="stop once the models folder holds this many valid models of these proposals (models "
+                         "already there count)"),
+    cli_util.option("--seed", type=cli_util.Seed(), default=0, help="seed of random/stratified sampling"),
+    cli_util.option("--dry-run", is_flag=True, help="show what would be generated; write nothing"),
+    cli_util.quiet_option("no progress bar; the summary still prints"))
+_SPACE = cli_util.option_group(
+    "Space",
+    "each takes a comma list (integers also ranges like 1-4); unset ones keep the default space, which "
+         "installed plugins may widen (nn-gpt-fractal space lists it)",
+    cli_util.option("--kind", type=click.Choice(["fractal", "plain"]), default="fractal",
+                    help="fractal networks, or plain (non-fractal) baselines built from the same layers"),
+    cli_util.option("--depth", show_default="1-4",
+                    help="fractal depth N: number of blocks, each followed by 2x2 pooling"),
+    cli_util.option("--columns", show_default="1-4", help="columns C of each fractal block"),
+    cli_util.option("--plain-layers", show_default="5,10,20,40", help="ops in a plain baseline (with --kind plain)"),
+    cli_util.option("--channels", multiple=True, show_default="paper",
+                    help="channel schedule per block, e.g. 64,128,256,512,512 or 'paper'; repeat for several"),
+    cli_util.option("--conv", show_default="conv3x3,conv5x5",
+                    help="convolution options, e.g. conv3x3,conv5x5 (see nn-gpt-fractal space)"),
+    cli_util.option("--norm", show_default="none,bn,inorm", help="normalization options including none, e.g. none,bn,inorm"),
+    cli_util.option("--act", show_default="relu,gelu,silu", help="activation options, e.g. relu,gelu,silu"),
+    cli_util.option("--order", show_default="conv-norm-act,norm-act-conv", help="layer orders inside a column op"),
+    cli_util.option("--dropout", show_default="0,0.2",
+                    help="dropout rates in [0, 1) at the end of each op, and/or 'larsson' (per-block 0, 0.1, .., "
+                         "0.4 scaled to N blocks)"),
+    cli_util.option("--join", show_default="mean,max", help="join rules: mean, sum, max"),
+    cli_util.option("--local-drop", show_default="0.15", help="local drop-path rates in [0, 1)"),
+    cli_util.option("--global-drop", show_default="0.5", help="share of batches using global drop-path, in [0, 1]"),
+    cli_util.option("--pool", show_default="max", help="pooling after each block: max, avg"),
+    cli_util.option("--head", show_default="gap", help="classifier head: gap (global average pool + linear), flatten"))
+_GENERATOR = cli_util.option_group(
+    "Generator",
+    cli_util.option("--generator", "generator_name", default="enumerate",
+                    help="how to pick points: enumerate, random, stratified, or a plugin's (see nn-gpt-fractal "
+                         "plugins)"),
+    cli_util.option("--gen-opt", multiple=True, metavar="KEY=VALUE", show_default="none",
+                    help="option passed to the generator (repeatable)"),
+    cli_util.option("--baselines", is_flag=True,
+                    help="also generate, for every valid fractal variant, plain networks of 5, 10, 20, 40 ops and "
+                         "its deepest column alone, from the same layers and widths"))
+_VALIDATION = cli_util.option_group(
+    "Validation",
+    cli_util.option("--validate", "mode", type=click.Choice(["meta", "real"]), default="meta",
+                    help="meta: shapes, signature, forward+backward on the meta device; real: also real CPU "
+                         "tensors, train_setup and learn"),
+    cli_util.option("--workers", type=click.IntRange(min=1), default=2, help="jailed validation processes"))
+_LOOP = cli_util.option_group(
+    "Closed loop",
+    cli_util.option("--rounds", type=click.IntRange(min=1), show_default="no loop",
+                    help="this many rounds of: generate --limit models, evaluate them with NNEval, let the "
+                         "generator read the results (needs --limit)"),
+    cli_util.option("--results", type=cli_util.Path(file_okay=False, path_type=Path), old=("--new-lemur",),
+                    show_default="<LEMUR root>/new_lemur",
+                    help="with --rounds: NNEval's results folder, read back as feedback"),
+    cli_util.option("--eval-arg", "eval_args", multiple=True, metavar="ARG", show_default="none",
+                    help="with --rounds: argument passed to NNEval, e.g. --eval-arg=--epochs=1 (repeatable)"),
+    cli_util.option("--eval-module", default=EVAL_MODULE, hidden=True,
+                    help="module run as `python -m MODULE --models DIR --results DIR [ARGS]` to evaluate a round"))
+_LIMITS = cli_util.option_group(
+    "Limits",
+    cli_util.option("--timeout", type=cli_util.Finite(min=1), default=120, help="seconds allowed to validate one model"),
+    cli_util.option("--unsafe-no-jail", is_flag=True,
+                    help="DEBUGGING ONLY, UNSAFE: run model code without the bubblewrap jail (any model can then "
+                         "read, write and run anything this user can)"))
+
+
+@cli_util.command(epilog=EXAMPLES.format(prog="python -m ab.gpt.brute.fract.AlterNNFN"))
+@_COMMON
+@_SPACE
+@_GENERATOR
+@_VALIDATION
+@_LOOP
+@_LIMITS
+@cli_util.deprecated_mode("--list-space", "show_space", "nn-gpt-fractal space")
+@cli_util.deprecated_mode("--list-plugins", "show_plugins", "nn-gpt-fractal plugins")
+def main(models, limit, seed, dry_run, quiet, kind, depth, columns, plain_layers, channels, conv, norm, act, order,
+         dropout, join, local_drop, global_drop, pool, head, generator_name, gen_opt, baselines, mode, workers,
+         rounds, results, eval_args, eval_module, timeout, unsafe_no_jail, show_space, show_plugins):
     """Generate and validate FractalNet variants as LEMUR model files.
 
     Each point of the declared space is rendered through the Jinja2 template, statically checked,
@@ -170,12 +211,12 @@ def main(kind, depth, columns, plain_layers, channels, conv, norm, act, order, d
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--gen-opt")
         k, v = item.split("=", 1)
         options[k.strip()] = v
-    out = out or models_dir()
+    out = models or models_dir()
     if rounds:
         if baselines:
             raise click.UsageError("--baselines is not available with --rounds")
         return closed_loop(rounds, space, generator_name, options, limit, seed, out, workers, mode, timeout,
-                           new_lemur or new_lemur_dir(), eval_args, eval_module, dry_run, gen)
+                           results or new_lemur_dir(), eval_args, eval_module, dry_run, gen)
     request = Request(limit=limit, seed=seed, options=options, out_dir=out)
     specs = reg.generators[generator_name].propose(space, request)
     proposed: list = []
@@ -254,6 +295,20 @@ def closed_loop(rounds, space, generator_name, options, limit, seed, out, worker
         name, acc = max(best, key=lambda x: x[1])
         click.echo(f"best after {rounds} rounds: {name} {acc:.4f} (results in {new_lemur})")
     return 0
+
+
+SPACE_OPTIONS = ("kind", "depth", "columns", "plain_layers", "channels", "conv", "norm", "act", "order", "dropout",
+                 "join", "local_drop", "global_drop", "pool", "head")
+generate_cmd = cli_util.derive(main, "generate", drop=["show_space", "show_plugins"],
+                               epilog=EXAMPLES.format(prog="nn-gpt-fractal generate"))
+space_cmd = cli_util.derive(
+    main, "space", keep=SPACE_OPTIONS, fixed={"show_space": True},
+    help="List the space's dimensions, their values and its size (the same options as generate).",
+    epilog="Examples:\n\n\b\n  nn-gpt-fractal space\n  nn-gpt-fractal space --depth 1-2 --columns 1-3 "
+           "--dropout larsson")
+plugins_cmd = cli_util.derive(main, "plugins", keep=(), fixed={"show_plugins": True},
+                              help="List the loaded plugins and what each contributes (layers, options, "
+                                   "generators).", epilog="Example:\n\n\b\n  nn-gpt-fractal plugins")
 
 
 def cli(args: list[str] | None = None) -> None:

@@ -42,7 +42,7 @@ def find_data() -> tuple[str | None, bool]:
 def main() -> int:
     out = models_dir()
     print(f"1/2 generating 6 small FractalNet variants into {out}", flush=True)
-    gen = subprocess.run([sys.executable, "-m", "ab.gpt.brute.fract.AlterNNFN", *SPACE, "--out", str(out)])
+    gen = subprocess.run([sys.executable, "-m", "ab.gpt.brute.fract.AlterNNFN", *SPACE, "--models", str(out)])
     if gen.returncode != 0:
         return gen.returncode
     data_dir, small = find_data()

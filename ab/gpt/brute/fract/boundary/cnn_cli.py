@@ -10,68 +10,99 @@ from ..trial.data import DataError, lemur_norm, locate, prepare
 from ..util import cli as cli_util
 from ..util.paths import lemur_root
 from . import cnn_map
-from .config import SEED_MAX, Axis, check_memory
+from .config import Axis, check_memory
 
 
-@click.command("cnn")
-@click.option("--model", "model_path", type=cli_util.Path(dir_okay=False), required=True,
-              help="LEMUR model file (e.g. one written by AlterNNFN); statically checked, then trained only "
-                   "inside bubblewrap jails.")
-@click.option("--grid", type=click.Choice(["lr-momentum", "lr-groups"]), default="lr-momentum", show_default=True,
-              help="lr-momentum: x = learning rate (log), y = momentum (linear). lr-groups: x = lr of the first "
-                   "half of the blocks, y = lr of the later blocks and head (both log), momentum fixed.")
-@click.option("--lr-range", nargs=2, type=cli_util.Finite(), default=(1e-3, 10.0), show_default=True, metavar="LO HI",
-              help="x axis: learning rate (first block group with --grid lr-groups).")
-@click.option("--momentum-range", nargs=2, type=cli_util.Finite(), default=(0.0, 0.99), show_default=True, metavar="LO HI",
-              help="y axis of lr-momentum.")
-@click.option("--lr-late-range", nargs=2, type=cli_util.Finite(), default=None, metavar="LO HI",
-              help="y axis of lr-groups: lr of the later blocks + head [default: --lr-range].")
-@click.option("--momentum", type=cli_util.Finite(), default=0.0, show_default=True, help="Fixed momentum of lr-groups.")
-@click.option("--res", type=click.IntRange(min=1), default=8, show_default=True, help="Pixels per side.")
-@click.option("--res-x", type=click.IntRange(min=1), default=None, help="Pixels along x (overrides --res).")
-@click.option("--res-y", type=click.IntRange(min=1), default=None, help="Pixels along y (overrides --res).")
-@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="SGD steps per pixel.")
-@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True,
-              help="One seed for all pixels: same initial weights, batch order and drop-path draws.")
-@click.option("--train-limit", type=click.IntRange(min=1), default=None,
-              help="Use the first N training images (batches cycle through them) [all].")
-@click.option("--transform", type=click.Choice(["norm_flip", "norm"]), default="norm_flip", show_default=True)
-@click.option("--amp/--no-amp", default=False, show_default=True, help="The model's autocast (bf16 on CPU).")
-@click.option("--checkpointing/--no-checkpointing", default=False, show_default=True,
-              help="The model's gradient checkpointing.")
-@click.option("--readout", type=click.Choice(["sum", "final", "probe"]), default="sum", show_default=True,
-              help="Score written to <name>.npy; every readout is kept in <name>_arrays.npz.")
-@click.option("--window", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Converged when the mean of the last WINDOW loss ratios is below 1.")
-@click.option("--tile", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Tile side; finished tiles are kept on disk and reused by a rerun.")
-@click.option("--pixels-per-job", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Pixels one jailed job trains (0: auto).")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Local jails (one model process at a time each).")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--address", default=None, help="Ray cluster address [start a local Ray].")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--timeout", type=cli_util.Finite(min=1), default=300.0, show_default=True,
-              help="Seconds allowed per pixel.")
-@click.option("--data-dir", type=cli_util.Path(), default=None,
-              help="cifar-10-batches-py folder [$NN_GPT_FRACTAL_CIFAR, then <LEMUR root>/data].")
-@click.option("--out", "out_dir", type=cli_util.Path(file_okay=False), default=None,
-              help="Output folder; a rerun resumes [<LEMUR root>/out/boundary-cnn/<model name>].")
-@click.option("--name", type=cli_util.FileStem(), default="map", show_default=True, help="Base name of the written files.")
-@click.option("--unsafe-no-jail", is_flag=True, help="DEBUGGING ONLY, UNSAFE: train without the bubblewrap jail.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.command("cnn", cls=cli_util.Command,
+               short_help="the same map for a LEMUR model file trained on CIFAR-10 (lr x momentum)", epilog="""Examples:
+
+\b
+  python -m ab.gpt.brute.fract.boundary cnn --model out/fractal/FractalNet-N1-C2-....py --res 8
+  python -m ab.gpt.brute.fract.boundary cnn --model M.py --grid lr-groups --lr-range 0.001 1 --device cuda
+  python -m ab.gpt.brute.fract.boundary cnn --model M.py --res 32 --executor ray --address HEAD_IP:6379""")
+@cli_util.option_group(
+    "Common",
+    cli_util.option("--model", "model_path", type=cli_util.Path(dir_okay=False), required=True,
+                    help="one LEMUR model file (e.g. from the models folder); statically checked, then trained "
+                         "only inside bubblewrap jails"),
+    cli_util.option("--maps", "out_dir", type=cli_util.Path(file_okay=False), old=("--out",),
+                    show_default="<LEMUR root>/out/boundary-cnn/<model name>",
+                    help="output folder for the map files and finished tiles; a rerun resumes"),
+    cli_util.option("--name", type=cli_util.FileStem(), default="map", help="base name of the written files"),
+    cli_util.option("--device", type=cli_util.Device(auto=True), default="cpu",
+                    help="where pixels train: auto (cuda when torch sees a GPU, else cpu), cpu or cuda; pick the GPU "
+                         "with CUDA_VISIBLE_DEVICES"),
+    cli_util.option("--data-dir", type=cli_util.Path(), show_default="$NN_GPT_FRACTAL_CIFAR, then <LEMUR root>/data",
+                    help="cifar-10-batches-py folder"),
+    cli_util.quiet_option("no progress bar"))
+@cli_util.option_group(
+    "Grid",
+    cli_util.option("--grid", type=click.Choice(["lr-momentum", "lr-groups"]), default="lr-momentum",
+                    help="lr-momentum: x = learning rate (log), y = momentum (linear). lr-groups: x = lr of the "
+                         "first half of the blocks, y = lr of the later blocks and head (both log), momentum fixed"),
+    cli_util.option("--lr-range", nargs=2, type=cli_util.Finite(), default=(1e-3, 10.0), metavar="LO HI",
+                    help="x axis: learning rate (first block group with --grid lr-groups)"),
+    cli_util.option("--momentum-range", nargs=2, type=cli_util.Finite(), default=(0.0, 0.99), metavar="LO HI",
+                    help="y axis of lr-momentum"),
+    cli_util.option("--lr-late-range", nargs=2, type=cli_util.Finite(), metavar="LO HI", show_default="--lr-range",
+                    help="y axis of lr-groups: lr of the later blocks + head"),
+    cli_util.option("--momentum", type=cli_util.Finite(), default=0.0, help="fixed momentum of lr-groups"),
+    cli_util.option("--res", type=click.IntRange(min=1), default=8, help="pixels per side"),
+    cli_util.option("--res-x", type=click.IntRange(min=1), show_default="--res", help="pixels along x"),
+    cli_util.option("--res-y", type=click.IntRange(min=1), show_default="--res", help="pixels along y"))
+@cli_util.option_group(
+    "Training",
+    cli_util.option("--steps", type=click.IntRange(min=1), default=200, help="SGD steps per pixel"),
+    cli_util.option("--batch", type=click.IntRange(min=1), default=16, help="training batch size"),
+    cli_util.option("--seed", type=cli_util.Seed(), default=0,
+                    help="one seed for all pixels: same initial weights, batch order and drop-path draws"),
+    cli_util.option("--train-limit", type=click.IntRange(min=1), show_default="all",
+                    help="use the first N training images (batches cycle through them)"),
+    cli_util.option("--transform", type=click.Choice(["norm_flip", "norm"]), default="norm_flip",
+                    help="nn-dataset transform name"))
+@cli_util.option_group(
+    "Readout",
+    cli_util.option("--readout", type=click.Choice(["sum", "final", "probe"]), default="sum",
+                    help="score written to <name>.npy; every readout is kept in <name>_arrays.npz"),
+    cli_util.option("--window", type=click.IntRange(min=1), default=20,
+                    help="converged when the mean of the last WINDOW loss ratios is below 1"))
+@cli_util.option_group(
+    "Workers and cluster",
+    cli_util.option("--workers", type=click.IntRange(min=1), default=2,
+                    help="local jails (one model process at a time each)"),
+    cli_util.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+                    help="local: jailed processes on this machine; ray: jailed Ray tasks on a cluster"),
+    cli_util.option("--address", show_default="start a local Ray", help="Ray cluster address, e.g. HEAD_IP:6379"),
+    cli_util.option("--pixels-per-job", type=click.IntRange(min=0), default=0,
+                    help="pixels one jailed job trains (0: auto)"))
+@cli_util.option_group(
+    "Advanced performance",
+    cli_util.mode_option("--amp", modes=("on", "off"), default="off",
+                         help="the model's autocast (bf16 on CPU); no auto here: there is no probe for maps"),
+    cli_util.mode_option("--checkpointing", modes=("on", "off"), default="off",
+                         help="the model's gradient checkpointing"),
+    cli_util.option("--tile", type=click.IntRange(min=1), default=8,
+                    help="tile side; finished tiles are kept on disk and reused by a rerun"))
+@cli_util.option_group(
+    "Limits",
+    cli_util.option("--timeout", type=cli_util.Finite(min=1), default=300.0, help="seconds allowed per pixel"),
+    cli_util.option("--unsafe-no-jail", is_flag=True, help="DEBUGGING ONLY, UNSAFE: train without the bubblewrap jail"))
+@cli_util.deprecated_flag("--no-amp", "amp", "off", "--amp off")
+@cli_util.deprecated_flag("--no-checkpointing", "checkpointing", "off", "--checkpointing off")
 def cnn_cmd(model_path, grid, lr_range, momentum_range, lr_late_range, momentum, res, res_x, res_y, out_dir, name,
-            quiet, workers, executor, address, data_dir, timeout, pixels_per_job, unsafe_no_jail, **kw):
+            quiet, workers, executor, address, data_dir, timeout, pixels_per_job, unsafe_no_jail, device, amp,
+            checkpointing, **kw):
     """Map where a LEMUR model file trains on CIFAR-10 over a learning-rate x momentum grid (or the
     learning rates of two block groups). Every pixel trains from the same initial weights on the same
     batches; its score compares each step's loss with the untrained model's on that batch (negative =
     converged). Pixels run in bubblewrap jails, locally or as Ray tasks.
 
     \b
-    Writes <name>.npy, <name>_arrays.npz, <name>.json, <name>.png, <name>_raw.png under --out.
+    Writes <name>.npy, <name>_arrays.npz, <name>.json, <name>.png, <name>_raw.png under --maps.
     """
+    if ":" in device:
+        raise click.BadParameter(f"{device}: the map uses one device; give cuda and pick the GPU with "
+                                 f"CUDA_VISIBLE_DEVICES={device.split(':')[1]}", param_hint="--device")
     nx, ny = res_x or res, res_y or res
     x = Axis("lr", *lr_range, nx, True)
     y = (Axis("momentum", *momentum_range, ny, False) if grid == "lr-momentum"
@@ -79,7 +110,9 @@ def cnn_cmd(model_path, grid, lr_range, momentum_range, lr_late_range, momentum,
     try:
         code = cnn_map.check_model(model_path)
         cfg = cnn_map.CnnMapConfig(model="", code_sha="", model_name=Path(model_path).stem, grid=grid, x=x, y=y,
-                                   momentum=momentum, pixels_per_job=pixels_per_job, timeout_per_pixel=timeout, **kw)
+                                   momentum=momentum, pixels_per_job=pixels_per_job, timeout_per_pixel=timeout,
+                                   device=cli_util.resolve_device(device), amp=amp == "on",
+                                   checkpointing=checkpointing == "on", **kw)
         cfg.validate()
         check_memory(cfg.shape)
         if cfg.device == "cuda":
@@ -110,7 +143,7 @@ def cnn_cmd(model_path, grid, lr_range, momentum_range, lr_late_range, momentum,
     except ValueError as e:
         if "different settings" not in str(e):
             raise
-        raise click.UsageError(str(e))  # --out holds tiles of another map
+        raise click.UsageError(str(e))  # --maps holds tiles of another map
     finally:
         try:
             shutil.rmtree(run_dir, ignore_errors=True)  # the jails' scratch folders, emptied by their zygotes

@@ -18,7 +18,6 @@ DTYPES = ("float32", "float64")
 # The full-size arrays of one map: three float64 readouts and a bool mask, then the PNG rendering's float64
 # and RGBA copies. A generous per-pixel figure, so a map refused by `check_memory` would surely not fit.
 BYTES_PER_PIXEL = 128
-SEED_MAX = 2**63 - 1  # torch.manual_seed and numpy's generators both take it
 
 
 def available_memory() -> int:

@@ -51,13 +51,13 @@ def check_writable(folder: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise OutputError(f"output folder {folder} is not writable ({e.strerror or e}); "
-                          f"choose another with --out") from None
+                          f"choose another with --models") from None
 
 
 def exclusive(folder: Path):
     """Hold the output folder for one run: a second run into it gets a clear error, not a mixed manifest."""
     return folder_lock.hold(folder, OutputError(f"another generation run is writing to {folder}; wait for it "
-                                                f"to finish or choose another --out"))
+                                                f"to finish or choose another --models"))
 
 
 def file_intact(folder: Path, record: dict) -> bool:

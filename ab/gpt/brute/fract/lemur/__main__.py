@@ -17,17 +17,22 @@ from .migrate import migrate as run
 from .subset import site_dir as folder
 
 
-@click.group()
+@click.group(cls=cli_util.Group)
 def main():
     """LEMUR (nn-dataset) round-trip commands."""
 
 
-@main.command()
-@click.option("--models", type=click.Path(file_okay=False, path_type=Path),
-              help="generated models folder [<LEMUR root>/out/fractal]")
-@click.option("--results", type=click.Path(file_okay=False, path_type=Path),
-              help="NNEval results folder [<LEMUR root>/new_lemur]")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="LEMUR DB [<LEMUR root>/db/ab.nn.db]")
+@main.command(epilog="Examples:\n\n\b\n  python -m ab.gpt.brute.fract.lemur migrate\n"
+                     "  python -m ab.gpt.brute.fract.lemur migrate --models out/fractal --results new_lemur "
+                     "--db db/ab.nn.db")
+@cli_util.option_group(
+    "Common",
+    cli_util.option("--models", type=cli_util.Path(file_okay=False, path_type=Path),
+                    show_default="<LEMUR root>/out/fractal", help="models folder written by the generator"),
+    cli_util.option("--results", type=cli_util.Path(file_okay=False, path_type=Path),
+                    show_default="<LEMUR root>/new_lemur", help="NNEval's results folder"),
+    cli_util.option("--db", type=cli_util.Path(dir_okay=False, path_type=Path),
+                    show_default="<LEMUR root>/db/ab.nn.db", help="LEMUR SQLite DB"))
 def migrate(models, results, db):
     """Rename old `_` model names (files, manifest, stat files, run records, DB rows) to the `-` scheme."""
     report = run(models or models_dir(), results or new_lemur_dir(), db or lemur_root() / "db" / "ab.nn.db")
@@ -35,7 +40,7 @@ def migrate(models, results, db):
     return 0
 
 
-@main.command("site-dir")
+@main.command("site-dir", epilog="Example:\n\n\b\n  PYTHONPATH=$(python -m ab.gpt.brute.fract.lemur site-dir) python ...")
 def site_dir():
     """Folder whose sitecustomize lets torchvision verify the recorded CIFAR-10 subset by its own sums."""
     click.echo(str(folder()))

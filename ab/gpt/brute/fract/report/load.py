@@ -243,7 +243,7 @@ def load_results(results_dir: Path, models_dir: Path | None = None, db: Path | N
     root = Path(results_dir)
     if not root.is_dir():
         raise ResultsError(f"results folder {root} does not exist: run NNEval first "
-                           f"(python -m ab.gpt.NNEval --out {root}) or pass --results DIR")
+                           f"(python -m ab.gpt.NNEval --results {root}) or pass --results DIR")
     warnings: list[str] = []
     runs = read_runs(root, warnings)
     stats = read_stats(root, warnings)

@@ -21,15 +21,15 @@ from .spec import StudyError, load
 STUDY = click.argument("study", type=cli_util.Path(exists=True, path_type=Path))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=cli_util.Group)
 def main():
     """Run a study declared in a study.toml: generate its sample, train it (successive halving, then several
     seeds for the selection), and write results.csv, the report and the findings next to the file."""
 
 
-@main.command("run")
+@main.command("run", epilog="Example:\n\n\b\n  python -m ab.gpt.brute.fract.study run studies/cifar10-subset/study.toml")
 @STUDY
-@click.option("-q", "--quiet", is_flag=True, help="no progress bars (e.g. when logging to a file)")
+@cli_util.option_group("Common", cli_util.quiet_option("no progress bars (e.g. when logging to a file)"))
 def run_cmd(study, quiet):
     """Run STUDY (a study.toml or its folder) to the end; rerun to continue an interrupted run."""
     spec = load(study)
@@ -42,27 +42,33 @@ def run_cmd(study, quiet):
     return 0
 
 
-@main.command("plan")
+@main.command("plan", epilog="Example:\n\n\b\n  python -m ab.gpt.brute.fract.study plan studies/cifar10-subset/study.toml "
+                             "--calibrate")
 @STUDY
-@click.option("--calibrate", is_flag=True, help="time a few training steps per shape class on this machine "
-              "(cached) for a time estimate; without it the plan gives FLOPs")
+@cli_util.option_group(
+    "Common",
+    cli_util.option("--calibrate", is_flag=True, help="time a few training steps per shape class on this machine "
+                    "(cached) for a time estimate; without it the plan gives FLOPs"))
 def plan_cmd(study, calibrate):
     """Generate STUDY's sample (reused by run), show its coverage and estimate what training will cost."""
     runner.plan(load(study), say=click.echo, calibrate=calibrate)
     return 0
 
 
-@main.command("verify")
+@main.command("verify", epilog="Example:\n\n\b\n  python -m ab.gpt.brute.fract.study verify studies/cifar10-subset "
+                               "--rows 3")
 @STUDY
-@click.option("--rows", type=click.IntRange(min=1), default=3, show_default=True,
-              help="rows of results.csv to retrain from scratch")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="which rows (seeded pick)")
-@click.option("--tolerance-pp", type=click.FloatRange(min=0), default=3.0, show_default=True,
-              help="largest accepted accuracy difference, in percentage points")
-def verify_cmd(study, rows, seed, tolerance_pp):
+@cli_util.option_group(
+    "Common",
+    cli_util.option("--rows", type=click.IntRange(min=1), default=3, help="rows of results.csv to retrain from scratch"),
+    cli_util.option("--seed", type=cli_util.Seed(), default=0, help="which rows (seeded pick)"),
+    cli_util.option("--tolerance-pp", type=cli_util.Finite(min=0), default=3.0,
+                    help="largest accepted accuracy difference, in percentage points"),
+    cli_util.quiet_option("no progress messages; the rows and the verdict still print"))
+def verify_cmd(study, rows, seed, tolerance_pp, quiet):
     """Retrain ROWS rows of STUDY's results.csv with the recorded protocol and seed; exit 1 if any differs by
     more than the tolerance."""
-    say = lambda m: click.echo(f"{time.strftime('%H:%M:%S')} {m}", err=True)  # noqa: E731
+    say = (lambda m: None) if quiet else (lambda m: click.echo(f"{time.strftime('%H:%M:%S')} {m}", err=True))
     items = runner.verify(load(study), rows, say=say, seed=seed)
     bad = [i for i in items if i["diff_pp"] is None or abs(i["diff_pp"]) > tolerance_pp]
     for i in items:

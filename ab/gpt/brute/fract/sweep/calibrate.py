@@ -41,8 +41,10 @@ def representatives(entries) -> dict[str, object]:
 
 def calibrate(entries, models_dir: Path, data_dir: str | None, *, batch: int, device: str, workers: int | str,
               threads: int | None, checkpointing: bool | str, cache_path: Path | None,
-              echo: Callable[[str], None], trials_per_gpu: int | str = "auto") -> tuple[dict[str, float], float, int]:
-    """({calibration group: achieved training FLOP/s per worker}, per-trial overhead s, workers)."""
+              echo: Callable[[str], None], trials_per_gpu: int | str = "auto",
+              sweep: tuple[int, int, int] | None = None) -> tuple[dict[str, float], float, int]:
+    """({calibration group: achieved training FLOP/s per worker}, per-trial overhead s, workers). `sweep`:
+    (epochs, training images, seeds) of the planned sweep, which the policies' probes must pay off on."""
     reps = representatives(entries)
     data = prepare(locate(data_dir), lemur_root() / "out" / "cache").to_dict()
     cfg = SweepConfig(models=Path(models_dir), out=Path(tempfile.gettempdir()), epochs=1, batch=batch,
@@ -51,7 +53,7 @@ def calibrate(entries, models_dir: Path, data_dir: str | None, *, batch: int, de
                       device=device, trials_per_gpu=trials_per_gpu)
     cuda = uses_cuda(cfg)
     todo = [ModelEntry(e.name, Path(models_dir) / f"{e.name}.py", e.spec, e.flops) for e in entries]
-    policies, n_workers, n_threads = make_policies(cfg, todo, data, cuda, {}, echo)
+    policies, n_workers, n_threads = make_policies(cfg, todo, data, cuda, {}, echo, budget_of=sweep)
     jail_data = {k: data[k] for k in ("train_x", "train_y", "test_x")}
     rates: dict[str, float] = {}
     overheads: list[float] = []

@@ -272,7 +272,7 @@ class Bars:
 def exclusive(out: Path):
     """One sweep at a time per results folder: two would each think the other's trials are theirs."""
     return folder_lock.hold(out, SweepBusy(f"another NNEval run is using {out}; wait for it to finish or "
-                                           f"choose another --out"))
+                                           f"choose another --results"))
 
 
 def run_sweep(cfg: SweepConfig, say: Callable[[str], None] = print) -> SweepOutcome:
@@ -408,25 +408,27 @@ def _executor(cfg: SweepConfig, limits: TrialLimits, run_dir: Path, cuda: bool, 
 
 
 def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bool, record_cfg: dict,
-                  say: Callable[[str], None], population: list[ModelEntry] | None = None
-                  ) -> tuple[SweepPolicies, int, int]:
+                  say: Callable[[str], None], population: list[ModelEntry] | None = None,
+                  budget_of: tuple[int, int, int] | None = None) -> tuple[SweepPolicies, int, int]:
     """The sweep's policy resolver and its (workers, threads); `--workers auto` is decided here and noted
     in the run's config record. `population` (default `todo`) is what the packing is decided for: a halving
     rung passes the whole schedule's models, so a model trains with the same threads in every rung (the
-    thread count changes a kernel's summation order, and so the numbers)."""
+    thread count changes a kernel's summation order, and so the numbers). The probes' budget is set from
+    the population's estimated training time, or from `budget_of` (epochs, training images, seeds) when the
+    sweep the decisions are for is another (the plan's calibration)."""
     import numpy as np
 
     train_images = len(np.load(data["train_x"], mmap_mode="r", allow_pickle=False))
     if cfg.train_limit:
         train_images = min(train_images, cfg.train_limit)
     pol = SweepPolicies(cfg.amp, cfg.channels_last, cfg.compile, cfg.checkpointing, "cuda" if cuda else "cpu",
-                        cfg.batch, cfg.epochs, train_images, cfg.tune_cache, say)
+                        cfg.batch, cfg.epochs, train_images, cfg.tune_cache, say, seeds=cfg.seeds, budget_of=budget_of)
     cores = len(os.sched_getaffinity(0))
     population = population or todo
     gpus = sweep_gpus(cfg) if cuda else []
     if gpus:  # the driver's probes run on the sweep's first GPU
         torch.cuda.set_device(gpus[0].index)
-    pol.prepare([e.spec for e in population])
+    pol.prepare([(e.spec, e.flops) for e in population])
     if cuda and (gpus or cfg.executor == "ray"):
         probe_on = gpus or (visible_gpus()[:1] if cfg.executor == "ray" else [])  # Ray: the driver's GPU
         per_gpu, rec = decide_trials_per_gpu(cfg, pol, population, probe_on, say)

@@ -78,7 +78,7 @@ def _check_same(out: Path, s: dict, rungs: Rungs) -> None:
         raise ValueError(f"{out} holds a halving run with rungs {','.join(map(str, s.get('rungs') or []))}, "
                          f"eta {s.get('eta')}, min-keep {s.get('min_keep')}: rerun with --epochs "
                          f"{(s.get('rungs') or ['?'])[-1]} --eta {s.get('eta')} --min-keep {s.get('min_keep')} "
-                         f"--rungs {','.join(map(str, (s.get('rungs') or [])[:-1])) or 'N'}, or use another --out")
+                         f"--rungs {','.join(map(str, (s.get('rungs') or [])[:-1])) or 'N'}, or use another --results")
 
 
 def select(cfg, entries: list, out: Path) -> tuple[list, list]:

@@ -1,7 +1,7 @@
 """Closed loop (`AlterNNFN --rounds R`): generate a round, evaluate it with NNEval, feed results back, repeat.
 
 Each round's new models are copied with their manifest records to `<out>/.rounds/<k>/`, and NNEval
-(`python -m ab.gpt.NNEval --models <that folder> --out <new_lemur> ...`, a subprocess) trains exactly those,
+(`python -m ab.gpt.NNEval --models <that folder> --results <new_lemur> ...`, a subprocess) trains exactly those,
 writing `new_lemur/runs/<Model>.json`. Generators that learn from results (the LLM plugin) read that folder
 when they propose the next round; the loop tells them where it is and which round it is through the
 generator options `new_lemur=PATH` and `round=K`.
@@ -56,7 +56,7 @@ def stage_round(out: Path, names: list[str], k: int) -> Path:
 
 
 def nneval_command(models: Path, new_lemur: Path, extra: Iterable[str] = (), module: str = EVAL_MODULE) -> list[str]:
-    return [sys.executable, "-m", module, "--models", str(models), "--out", str(new_lemur), *extra]
+    return [sys.executable, "-m", module, "--models", str(models), "--results", str(new_lemur), *extra]
 
 
 def run_nneval(models: Path, new_lemur: Path, extra: Iterable[str] = (), module: str = EVAL_MODULE,

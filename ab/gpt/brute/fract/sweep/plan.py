@@ -260,7 +260,8 @@ def plan_sweep(models: Path, out: Path, pattern: str | None = None, limit: int |
         try:
             rates, overhead_s, workers = run_calibration(
                 entries, models, data_dir, batch=batch, device=device, workers=workers, threads=threads,
-                checkpointing=checkpointing, cache_path=cache_path, echo=echo, trials_per_gpu=trials_per_gpu)
+                checkpointing=checkpointing, cache_path=cache_path, echo=echo, trials_per_gpu=trials_per_gpu,
+                sweep=(epochs, n_train, seeds))
         except DataError as e:
             echo(f"no calibration ({e}); FLOPs only")
             rates = None

@@ -19,7 +19,7 @@ def usable_cores() -> int:
 
 
 @lru_cache(maxsize=1)
-def cpu_model() -> str:
+def _cpuinfo() -> tuple[str, frozenset[str]]:
     name, flags = "", set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -34,8 +34,18 @@ def cpu_model() -> str:
         import platform
 
         name = platform.processor() or platform.machine()
+    return name, frozenset(flags)
+
+
+def cpu_model() -> str:
+    name, flags = _cpuinfo()
     have = [f for f in CPU_FLAGS if f in flags]
     return f"{name or 'unknown CPU'}" + (f" [{' '.join(have)}]" if have else "")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (avx512_bf16 or AMX): emulated bf16 loses to fp32."""
+    return bool({"avx512_bf16", "amx_bf16"} & _cpuinfo()[1])
 
 
 def device_model(device: torch.device | str) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from torch import nn
 
 MAX_CONVS = 4  # deeper blocks probe like 4-conv ones: the per-layer speed is what differs
-
+BUCKET_BLOCKS, BUCKET_CONVS = 2, 2  # what a decision bucket keeps of a class (`decision_bucket`)
 
 
 def round_width(c: int) -> int:
@@ -56,6 +56,15 @@ def shape_class_of_spec(spec: dict) -> ShapeClass:
     else:
         per_block = 2 ** (int(spec["columns"]) - 1)
     return ShapeClass.of(spec["channels"], per_block)
+
+
+def decision_bucket(shape: ShapeClass) -> ShapeClass:
+    """The class whose probe decides for `shape`: its first `BUCKET_BLOCKS` blocks with `BUCKET_CONVS` convs
+    each. Classes that differ only in later blocks or in conv count share one probe. The first blocks are the
+    narrowest at the largest feature maps: every block has about the same FLOPs (width doubles, pixels
+    quarter), and the narrow ones run them slowest, so they carry most of the step time; the conv count
+    changes how many layers there are, not which variant runs each fastest."""
+    return ShapeClass(shape.widths[:BUCKET_BLOCKS], BUCKET_CONVS)
 
 
 def dominant_shape(specs_flops) -> ShapeClass:
