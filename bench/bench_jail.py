@@ -7,8 +7,9 @@
 2. validation throughput: the same rendered models validated jailed vs --unsafe-no-jail (same zygote code,
    no bwrap, no uid switch); with --space, the full default space generated and validated jailed (the path
    of bench_generate.py; goal < 60 s);
-3. training images/s (measured around learn() in the model process) of one model with the jail vs
-   --unsafe-no-jail, alternating, median of --repeats each (goal >= 0.97x).
+3. training images/s (measured around learn() in the model process) of one model with the jail (per-trial
+   cgroups and the seccomp filter on), the jail with both off, and --unsafe-no-jail, alternating, median of
+   --repeats each (goals: jail >= 0.97x of no jail; cgroup+seccomp >= 0.97x of the jail without them).
 """
 from __future__ import annotations
 
@@ -101,20 +102,26 @@ def training(train_limit: int, repeats: int) -> None:
             "norm": [list(v) for v in data.lemur_norm()]}
     conf["config_hash"] = config_hash(conf)
     jail_data = {k: prepared[k] for k in ("train_x", "train_y", "test_x")}
-    rates: dict[bool, list[float]] = {False: [], True: []}
-    exs = {u: LocalExecutor(1, TrialLimits(), data=jail_data, threads=2, unsafe_no_jail=u) for u in (False, True)}
+    kinds = {"hardened": {}, "plain": {"harden": False}, "bare": {"unsafe_no_jail": True, "harden": False}}
+    rates: dict[str, list[float]] = {k: [] for k in kinds}
+    exs = {k: LocalExecutor(1, TrialLimits(), data=jail_data, threads=2, **kw) for k, kw in kinds.items()}
     try:
         for _ in range(repeats):
-            for unsafe in (False, True):
-                res = exs[unsafe].submit(Trial("train", code, conf, 3600, labels=prepared["test_y"])).result()
+            for kind, ex in exs.items():
+                res = ex.submit(Trial("train", code, conf, 3600, labels=prepared["test_y"])).result()
                 assert res.status == "trained", res
-                rates[unsafe].append(res.epochs[0]["images_per_s"])
+                assert (res.budget.get("cgroup") is not None) == (kind == "hardened"), res.budget
+                rates[kind].append(res.epochs[0]["images_per_s"])
     finally:
         for ex in exs.values():
             ex.close()
-    jail, bare = statistics.median(rates[False]), statistics.median(rates[True])
-    print(f"training {spec.name}, {train_limit} images, 2 threads: jail {jail:.0f} img/s vs unsafe-no-jail "
-          f"{bare:.0f} img/s ({jail / bare:.3f}x; median of {repeats} alternating runs each; goal >= 0.97x)")
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print(f"training {spec.name}, {train_limit} images, 2 threads (median of {repeats} alternating runs each): "
+          f"jail with cgroup+seccomp {med['hardened']:.0f} img/s, jail without {med['plain']:.0f} img/s, "
+          f"unsafe-no-jail {med['bare']:.0f} img/s")
+    print("  every run, img/s: " + "; ".join(f"{k} {', '.join(f'{r:.1f}' for r in v)}" for k, v in rates.items()))
+    print(f"  cgroup+seccomp cost: {med['hardened'] / med['plain']:.3f}x (goal >= 0.97x); whole jail: "
+          f"{med['hardened'] / med['bare']:.3f}x of no jail (goal >= 0.97x)")
 
 
 def main() -> None:
@@ -125,7 +132,11 @@ def main() -> None:
     ap.add_argument("--train-limit", type=int, default=2048)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--space", action="store_true", help="also generate and validate the full default space")
+    ap.add_argument("--training-only", action="store_true", help="only the training comparison (3.)")
     args = ap.parse_args()
+    if args.training_only:
+        training(args.train_limit, args.repeats)
+        return
     startup(args.fresh, args.forks)
     validation(args.models)
     if args.space:

@@ -14,7 +14,8 @@ def seed(s, accs):
     return {"seed": s, "params": 1234, "epochs": [
         {"epoch": i + 1, "accuracy": a, "train_loss": 2.0, "val_loss": 2.1, "train_accuracy": 0.2, "gradient_norm": 1.0,
          "epoch_time_s": 2.0, "train_time_s": 1.5, "images_per_s": 100.0, "peak_memory_mb": 900.0,
-         "duration_ns": (i + 1) * 2_000_000_000, "system": SYSTEM} for i, a in enumerate(accs)]}
+         "duration_ns": (i + 1) * 2_000_000_000, "wall_s": 2.0, "samples_per_second": 64.0, "system": SYSTEM}
+        for i, a in enumerate(accs)]}
 
 
 def spec_dict(**kw):
@@ -44,8 +45,11 @@ def test_trials_have_nn_datasets_keys_and_our_measurements_only_under_one_dict()
     assert t["uid"] == uuid4(trial_prm(CONFIG, spec)) and len({x["uid"] for x in best_first}) == 1
     assert t["duration"] == 4_000_000_000 and t["duration_seconds"] == 4.0 and t["metric_acc"] == t["accuracy"]
     assert t["train_stat"]["best_accuracy"] == 0.3 and t["train_stat"]["best_epoch"] == 2
-    assert t["train_stat"]["samples_per_second"] == 75.0  # images over the whole epoch, as nn-dataset counts
+    assert t["train_stat"]["samples_per_second"] == 64.0  # the driver's: configured images over its wall time
     assert {k: t["train_stat"][k] for k in SYSTEM} == SYSTEM
-    assert t[EXTRA]["self_reported"] == ["train_loss", "train_accuracy"] and t[EXTRA]["images_per_s"] == 100.0
+    # what the model's process said sits under self_reported only, never in nn-dataset's columns
+    assert t["train_stat"]["train_loss"] is None and t["train_stat"]["train_accuracy"] is None
+    assert t[EXTRA]["self_reported"]["train_accuracy"] == 0.2 and t[EXTRA]["self_reported"]["images_per_s"] == 100.0
+    assert "images_per_s" not in t[EXTRA] and t[EXTRA]["wall_s"] == 2.0
     imported = importable(t)  # what nn-dataset's JSON import passes on to save_stat
     assert EXTRA not in imported and imported["train_stat"] == t["train_stat"]

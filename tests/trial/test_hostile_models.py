@@ -192,21 +192,24 @@ def test_kill_9_of_the_driver_leaves_no_jailed_process(prepared, tmp_path):
     while len(model_processes(uids)) < 3 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert len(model_processes(uids)) >= 3, "the model and its children never started"
+    assert _bwraps(uids), "the jail's bwrap is not found by its model uid"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 10
-    while (model_processes(uids) or _bwraps(tmp_path)) and time.monotonic() < deadline:
+    while (model_processes(uids) or _bwraps(uids)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert model_processes(uids) == [] and _bwraps(tmp_path) == []
+    assert model_processes(uids) == [] and _bwraps(uids) == []
 
 
-def _bwraps(tmp_path: Path) -> list[int]:
+def _bwraps(uids: set[int]) -> list[int]:
+    """Processes whose command line is a jail of these model uids (the worker's --uid argument)."""
+    marks = [f"--uid\0{u}\0".encode() for u in uids]
     found = []
     for name in os.listdir("/proc"):
         try:
             cmd = Path(f"/proc/{name}/cmdline").read_bytes()
         except OSError:
             continue
-        if str(tmp_path / "jails").encode() in cmd:
+        if any(m in cmd for m in marks):
             found.append(int(name))
     return found

@@ -174,8 +174,9 @@ def test_a_malformed_message_fails_only_its_trial(name, prepared):
     assert bad.status == "error" and bad.message.startswith("protocol error"), bad
     assert after.status == "trained" and after.epochs == [
         {**e, **{k: after.epochs[0][k] for k in ("epoch_time_s", "train_time_s", "images_per_s",
-                                                  "peak_memory_mb", "duration_ns", "system", "first_step_s",
-                                                  "step_s", "mean_step_s")}} for e in alone.epochs]
+                                                  "peak_memory_mb", "duration_ns", "wall_s", "samples_per_second",
+                                                  "system", "first_step_s", "step_s", "mean_step_s")}}
+        for e in alone.epochs]
 
 
 def test_the_driver_keeps_only_a_bounded_tail_of_a_jails_stderr(prepared):

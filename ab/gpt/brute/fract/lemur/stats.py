@@ -17,13 +17,18 @@ nn-dataset's `ab.nn.util.db.Calc.save_results` keeps them. Each trial has nn-dat
     then task, dataset, metric, model,
 
 and ours under one key, `nn_gpt_fractal` (a dict: nn-dataset's JSON import drops dict values, so none of
-it becomes a hyperparameter): seed, device, amp, checkpointing, channels_last, images_per_s (training
-images per second of training time), peak_memory_mb, epoch_time_s, train_time_s, params and
-`self_reported`: the figures measured inside the jail, where the model code ran (train_loss,
-train_accuracy, gradient_norm, images/s, times, peak memory: the trial's record lists them; at least the
-two that the model's own learn() returned), and `policies`: what the sweep's auto policies decided for the
-trial (amp, channels_last, checkpointing, compile) with the reason and the figures behind each
-(`tune/policies.py`). Test accuracy and loss are computed by the driver.
+it becomes a hyperparameter): seed, the driver's decisions (device, amp, checkpointing, channels_last),
+wall_s (the driver's wall time of the epoch), params and flops (from the trusted template render when
+the model file is byte-identical to it, else null), budget (the cgroup/seccomp limits the trial ran under
+and what the kernel counted), `policies` (what the sweep's auto policies decided, with the reason and the
+figures behind each, `tune/policies.py`) and `self_reported`: every figure measured inside the jail, where
+the model code ran, by name (train_loss, train_accuracy, gradient_norm, images_per_s, peak_memory_mb,
+epoch_time_s, train_time_s, and params, amp and checkpointing when the jail decided them).
+
+Provenance: duration, accuracy, test_loss, best_accuracy, best_epoch, samples_per_second (training images
+the driver configured over its wall time of the epoch) and the machine fields are the driver's. nn-dataset's
+train_stat columns train_loss, train_accuracy and gradient_norm would hold the model's own claims, so they
+are null here; the claims sit under `self_reported` (docs/security.md).
 
 The prm keys are what the model uses: lr and momentum (the template's supported_hyperparameters()),
 batch, epoch_max and transform (the trainer's), and the dropout the model applies, from its spec: `dropout`
@@ -43,7 +48,8 @@ from .names import DATASET, METRIC, TASK, config_name
 from .system import FIELDS as SYSTEM_FIELDS
 
 EXTRA = "nn_gpt_fractal"
-SELF_REPORTED = ("train_loss", "train_accuracy")
+SELF_REPORTED = ("train_loss", "train_accuracy", "gradient_norm", "images_per_s", "peak_memory_mb", "epoch_time_s",
+                 "train_time_s")
 
 
 def stat_dir(out: Path, name: str) -> Path:
@@ -75,17 +81,10 @@ def finished_epochs(seed_result: dict) -> list[dict]:
     return [e for e in seed_result.get("epochs", []) if e.get("accuracy") is not None and e.get("train_loss") is not None]
 
 
-def samples_per_second(e: dict) -> float | None:
-    """nn-dataset's samples_per_second: training images / the whole epoch's time (training and evaluation)."""
-    if e.get("images_per_s") is None or not e.get("train_time_s") or not e.get("epoch_time_s"):
-        return e.get("images_per_s")
-    return round(e["images_per_s"] * e["train_time_s"] / max(e["epoch_time_s"], 0.001), 2)
-
-
 def _train_stat(e: dict, best_acc: float, best_epoch: int, epochs: int) -> dict:
     system = e.get("system") or {}
-    return {"train_loss": e["train_loss"], "test_loss": e.get("val_loss"), "train_accuracy": e.get("train_accuracy"),
-            "gradient_norm": e.get("gradient_norm"), "samples_per_second": samples_per_second(e), "best_accuracy": best_acc,
+    return {"train_loss": None, "test_loss": e.get("val_loss"), "train_accuracy": None, "gradient_norm": None,
+            "samples_per_second": e.get("samples_per_second"), "best_accuracy": best_acc,
             "best_epoch": best_epoch, "epoch_max": epochs, **{k: system.get(k) for k in SYSTEM_FIELDS}}
 
 
@@ -93,9 +92,10 @@ def stat_trials(name: str, config: dict, seeds: list[dict], spec: dict | None = 
     """{epoch: [trial per seed]} in nn-dataset's stat JSON format (see the module docstring).
 
     config: lr, momentum, batch, epochs, transform, amp, checkpointing, device (channels_last optional).
-    seeds: the runner's per-seed results: seed, params, device, amp, checkpointing, channels_last and epochs [{epoch, accuracy, train_loss, val_loss,
-    train_accuracy, gradient_norm, epoch_time_s, train_time_s, images_per_s, peak_memory_mb, duration_ns,
-    system {the train_stat machine fields, lemur.system}}]."""
+    seeds: the sweep's per-seed results (evaluate.seed_result): seed, params, flops, device, amp, checkpointing,
+    channels_last, budget, self_reported {claims} and epochs [{epoch, accuracy, val_loss, duration_ns, wall_s,
+    samples_per_second (the driver's), the self-reported train_loss, train_accuracy, gradient_norm,
+    epoch_time_s, train_time_s, images_per_s, peak_memory_mb, and system {the train_stat machine fields}}]."""
     prm = trial_prm(config, spec)
     uid = uuid4(prm)
     out: dict[int, list[dict]] = {}
@@ -104,14 +104,14 @@ def stat_trials(name: str, config: dict, seeds: list[dict], spec: dict | None = 
         for e in finished_epochs(s):
             if e["accuracy"] > best_acc:
                 best_acc, best_epoch = e["accuracy"], e["epoch"]
-            duration = int(e.get("duration_ns") or e["epoch_time_s"] * 1e9)
+            duration = int(e["duration_ns"])
+            claims = {k: e.get(k) for k in SELF_REPORTED}
+            claims.update(s.get("self_reported") or {})
             extra = {"seed": s["seed"], "device": s.get("device", config["device"]),
                      "amp": s.get("amp", config["amp"]), "checkpointing": s.get("checkpointing", config["checkpointing"]),
                      "channels_last": s.get("channels_last", config.get("channels_last", False)),
-                     "images_per_s": e.get("images_per_s"), "peak_memory_mb": e.get("peak_memory_mb"),
-                     "epoch_time_s": e.get("epoch_time_s"), "train_time_s": e.get("train_time_s"),
-                     "params": s.get("params"),
-                     "self_reported": list(e.get("self_reported") or SELF_REPORTED)}
+                     "wall_s": e.get("wall_s"), "params": s.get("params"), "flops": s.get("flops"),
+                     "budget": s.get("budget") or {}, "self_reported": claims}
             if s.get("policies"):  # what the auto policies decided for this trial, and why
                 extra["policies"] = s["policies"]
             trial = dict(sorted({  # nn-dataset's merge_prm sorts these keys

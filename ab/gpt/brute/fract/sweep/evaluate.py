@@ -30,6 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -48,6 +49,9 @@ from ..trial.runner import config_hash
 from ..trial.session import BEST, HISTORY, STATE
 from ..tune.policies import SweepPolicies, checkpointing_record
 from ..generation.generate import file_intact
+from ..generation.template import render
+from ..space.registry import build_registry
+from ..space.spec import ArchSpec
 from . import halving_sweep
 from ..lemur.register import LemurDB, StatFileError
 from ..util.cli import parse_device
@@ -116,6 +120,22 @@ class ModelEntry:
     path: Path
     spec: dict | None = None
     flops: int | None = None
+    params: int | None = None
+    rendered: bool = False  # the file is byte-identical to the trusted template's render of `spec`
+
+    def trusted(self) -> dict | None:
+        """params and FLOPs the driver may record as its own: only for a byte-identical render."""
+        return {"params": self.params, "flops": self.flops} if self.rendered else None
+
+
+def is_render(spec: dict | None, code: str, registry) -> bool:
+    """Whether `code` is exactly what the template renders for `spec` (any failure: it is not)."""
+    if not spec:
+        return False
+    try:
+        return render(ArchSpec.from_dict(spec), registry) == code
+    except Exception:  # noqa: BLE001 - a spec the template cannot render is simply not a trusted render
+        return False
 
 
 @dataclass
@@ -137,10 +157,14 @@ def discover(models_dir: Path, pattern: str | None = None) -> list[ModelEntry]:
         raise FileNotFoundError(f"no models folder {models_dir}; generate models first "
                                 f"(python -m ab.gpt.brute.fract.AlterNNFN) or pass --models")
     entries: dict[str, ModelEntry] = {}
+    registry = None
     for rec in Manifest.load(models_dir).valid():
         if file_intact(models_dir, rec):
-            entries[rec["name"]] = ModelEntry(rec["name"], models_dir / f"{rec['name']}.py", rec.get("spec"),
-                                              rec.get("flops"))
+            path = models_dir / f"{rec['name']}.py"
+            if rec.get("spec") and registry is None:
+                registry = build_registry()
+            entries[rec["name"]] = ModelEntry(rec["name"], path, rec.get("spec"), rec.get("flops"), rec.get("params"),
+                                              is_render(rec.get("spec"), path.read_text(), registry))
     for p in sorted(models_dir.glob("*.py")):
         if p.stem not in entries and p.name != "__init__.py" and not p.name.startswith("."):
             entries[p.stem] = ModelEntry(p.stem, p)
@@ -167,13 +191,26 @@ def failed_seed(seed: int, status: str, message: str) -> dict:
 
 
 def seed_result(name: str, seed: int, conf: dict, res: TrialResult, resumed: int, policies: dict | None = None,
-                checkpointing_mode: bool | str = "auto") -> dict:
+                checkpointing_mode: bool | str = "auto", trusted: dict | None = None) -> dict:
+    """One seed's record: the driver's decisions and measurements as such; what only the jail could say
+    (params of a file that is not a trusted render, an `auto` choice made inside) under `self_reported`."""
     info = res.value or {}
+    claims: dict = {}
+
+    def decided(key: str) -> bool | str:
+        if isinstance(conf.get(key), bool):
+            return conf[key]
+        claims[key] = bool(info.get(key, False))  # `auto` left to the jail: its own word
+        return "auto"
+
+    params = (trusted or {}).get("params")
+    if params is None:
+        claims["params"] = info.get("params")
     return {"name": name, "seed": seed, "status": res.status, "message": res.message,
-            "params": info.get("params"), "device": info.get("device", conf["device"]),
-            "amp": info.get("amp", False), "checkpointing": info.get("checkpointing", False),
-            "channels_last": conf["channels_last"] is True, "threads": info.get("threads", conf["threads"]),
-            "resumed_epochs": resumed, "epochs": res.epochs,
+            "params": params, "flops": (trusted or {}).get("flops"), "device": conf["device"],
+            "amp": decided("amp"), "checkpointing": decided("checkpointing"),
+            "channels_last": conf["channels_last"] is True, "threads": conf["threads"],
+            "resumed_epochs": resumed, "epochs": res.epochs, "budget": res.budget, "self_reported": claims,
             "policies": {**(policies or {}), **checkpointing_record(checkpointing_mode, info),
                          "compile": bool(info.get("compile", False)),  # as the trial reports it did
                          **compile_seconds(conf, res.epochs, resumed)}}
@@ -454,19 +491,22 @@ def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome, say=pri
     if cfg.executor == "local" and not cfg.unsafe_no_jail:
         require_bwrap()  # no jail, no sweep: say so before any probing
     policies, workers, threads = make_policies(cfg, todo, data, cuda, record_cfg, say, population)
-    # no address-space limit on CUDA: the driver maps far more virtual memory than it uses
+    # no address-space limit on CUDA: the driver maps far more virtual memory than it uses (the per-trial
+    # cgroup, where there is one, counts only what is resident: it holds on CUDA too)
     limits = TrialLimits(cpu_s=int(cfg.timeout * max(threads, 1)) + 120, memory_gb=None if cuda else cfg.memory_gb)
     bars = Bars(len(todo), cfg.quiet, cfg.epochs)
     pending: dict[Future, tuple[ModelEntry, int, Path, dict, int, dict]] = {}
     seeds_of: dict[str, list[dict]] = {}
     codes: dict[str, str] = {}
     device = "cuda" if cuda else "cpu"
+    n_train = len(np.load(data["train_y"], mmap_mode="r", allow_pickle=False))  # what each epoch trains on
+    n_train = min(n_train, cfg.train_limit) if cfg.train_limit else n_train
 
     def finish(e: ModelEntry, code: str, seeds: list[dict]) -> None:
         _finish(out, e, code, seeds, record_cfg, db, outcome, bars, write_model or results.write_model)
 
     def settle(e: ModelEntry, s: int, conf: dict, res: TrialResult, resumed: int, pol: dict) -> None:
-        seeds_of[e.name].append(seed_result(e.name, s, conf, res, resumed, pol, cfg.checkpointing))
+        seeds_of[e.name].append(seed_result(e.name, s, conf, res, resumed, pol, cfg.checkpointing, e.trusted()))
         if len(seeds_of[e.name]) == cfg.seeds:
             seed_results = sorted(seeds_of.pop(e.name), key=lambda r: r["seed"])
             _keep_best(cfg, out, e.name, run_dir)
@@ -500,7 +540,7 @@ def _evaluate(cfg, todo, out, data, norm, cuda, record_cfg, db, outcome, say=pri
                 if executor is None:
                     executor = _executor(cfg, limits, run_dir, cuda, data, threads, workers, policies.trials_per_gpu)
                 trial = Trial("train", code, conf, cfg.timeout, labels=data["test_y"], resume=state,
-                              history=history, state_dir=str(work))
+                              history=history, state_dir=str(work), train_images=n_train)
                 pending[executor.submit(trial, bars.event(f"{e.name} s{s}"))] = (e, s, work, conf, len(history), pol)
             if not pending:
                 break

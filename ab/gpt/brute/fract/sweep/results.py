@@ -57,7 +57,10 @@ def run_record(name: str, seeds: list[dict], spec: dict | None, config: dict, fl
             "message": message, "spec": spec,
             "config": {k: config[k] for k in CONFIG_KEYS},
             "seeds": [{"seed": s["seed"], "status": s["status"], "message": s["message"],
-                       "params": s.get("params"), "flops": flops,
+                       # the template's count for a trusted render, else the jail's own (reports and studies
+                       # read it; the stat JSON and the DB keep only the former, docs/security.md)
+                       "params": s.get("params") if s.get("params") is not None
+                       else (s.get("self_reported") or {}).get("params"), "flops": flops,
                        "epochs": [{k: e.get(k) for k in EPOCH_KEYS} for e in s.get("epochs", [])]}
                       for s in seeds]}
 

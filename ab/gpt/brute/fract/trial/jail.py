@@ -5,13 +5,16 @@ capabilities but those its trusted zygote needs to hand each model to an unprivi
 after it (ZYGOTE_CAPS; the model process has none), a cleared environment, and a filesystem
 made of: the system dirs and the Python prefix read-only, the virtualenv read-only, the package source
 folders (each `ab/` root, never the repo root around it) read-only, the data files the trial reads
-read-only at /data, one private writable scratch at /scratch and a tmpfs /tmp. Nothing else of the
-host exists inside: no new_lemur/, db/, out/, other trials, home folders or network.
+read-only at /data, one private writable scratch at /scratch (a tmpfs of `scratch_mb`: its pages count in
+the trial's memory cgroup and it can never fill a host disk) and a tmpfs /tmp. Nothing else of the
+host exists inside: no new_lemur/, db/, out/, other trials, home folders or network. Every process in
+it runs under the seccomp filter of seccomp.py (when libseccomp is there; `hardening()` says so once).
 """
 from __future__ import annotations
 
 import functools
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -20,8 +23,10 @@ from pathlib import Path
 
 import ab.gpt
 
+from .cgroup import Cgroups, CgroupUnavailable
 from .protocol import handler_module
 from .gpus import Gpu, dev_listing, device_nodes
+from .seccomp import SeccompUnavailable, program, program_fd
 
 SCRATCH = "/scratch"
 DATA = "/data"
@@ -39,13 +44,15 @@ class JailError(OSError):
 
 @dataclass(frozen=True)
 class JailConfig:
-    scratch: Path  # host folder bound writable at /scratch (emptied between models by the zygote)
+    scratch: Path  # host folder of the jail (the jail's own /scratch is a tmpfs of scratch_mb)
+    scratch_mb: int = 1024  # size of the tmpfs /scratch: every file of every model of this jail, one at a time
     data: dict[str, str] = field(default_factory=dict)  # name -> host file, bound read-only at /data/<name>
     threads: int = 1
     uid: int = UID_BASE
     cuda: bool = False  # the GPU device nodes (every one, unless `gpu` names the jail's own)
     gpu: Gpu | None = None  # this jail's one GPU: only its node is bound, and the model sees it as cuda:0
     unsafe_no_jail: bool = False  # debugging only: run the worker as a plain subprocess
+    harden: bool = True  # per-trial cgroups and the seccomp filter where the host has them (off: benchmarks only)
     preload: tuple[str, ...] = ()  # modules the zygote imports before it forks (the handlers of its trials)
     warm: tuple[str, ...] = ()  # handlers ("module:function") the zygote runs once with its scratch folder before
     # serving; with any, it also backs its heap with huge pages for cheap forks (generation: many short trials)
@@ -124,10 +131,12 @@ def worker_argv(cfg: JailConfig, control_fd: int = 3) -> list[str]:
         [a for m in cfg.preload for a in ("--preload", m)] + [a for h in cfg.warm for a in ("--warm", h)]
 
 
-def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3) -> list[str]:
+def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3, seccomp_fd: int | None = None
+                  ) -> list[str]:
     """The full command line: bwrap with its options, then the worker."""
-    cmd = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-           "--die-with-parent", "--new-session", "--hostname", "jail", "--cap-drop", "ALL"]
+    cmd = [bwrap] + (["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else [])
+    cmd += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--hostname", "jail", "--cap-drop", "ALL"]
     for cap in ZYGOTE_CAPS:
         cmd += ["--cap-add", cap]
     cmd += ["--clearenv"]
@@ -161,7 +170,7 @@ def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3) ->
         bind("--ro-bind", str(p), str(p))
     for d in _ab_dirs():
         bind("--ro-bind", d, d)
-    cmd += ["--bind", str(cfg.scratch), SCRATCH]
+    cmd += ["--size", str(int(cfg.scratch_mb) << 20), "--tmpfs", SCRATCH]
     if cfg.uses_cuda:  # the GPU's device nodes, and /sys read-only for the CUDA driver's device discovery
         for name in device_nodes(cfg.gpu, dev_listing()):
             cmd += ["--dev-bind", f"/dev/{name}", f"/dev/{name}"]
@@ -175,10 +184,54 @@ def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3) ->
     return cmd + worker_argv(cfg, control_fd)
 
 
-def command(cfg: JailConfig, control_fd: int) -> list[str]:
+def command(cfg: JailConfig, control_fd: int, seccomp_fd: int | None = None) -> list[str]:
     if cfg.unsafe_no_jail:
         return worker_argv(cfg, control_fd)
-    return bwrap_command(cfg, require_bwrap(), control_fd)
+    return bwrap_command(cfg, require_bwrap(), control_fd, seccomp_fd)
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """What this host gives every jail beyond bwrap: per-trial cgroups, the seccomp filter (None: not
+    available, with the reason in `notes`)."""
+
+    cgroups: Cgroups | None
+    seccomp: bool
+    notes: tuple[str, ...]
+
+    def record(self) -> dict:
+        """What each trial's stats say about the budgets it ran under."""
+        return {"cgroup": f"v{self.cgroups.version}" if self.cgroups else None, "seccomp": self.seccomp,
+                **({"fallback": "; ".join(self.notes)} if self.notes else {})}
+
+
+NOT_HARDENED = Hardening(None, False, ("cgroups and seccomp switched off",))
+
+
+@functools.lru_cache(maxsize=None)
+def hardening() -> Hardening:
+    """Detected once per driver; what is missing is said on stderr in one line each."""
+    notes = []
+    try:
+        groups = Cgroups.detect()
+    except (CgroupUnavailable, OSError) as e:
+        groups = None
+        notes.append(f"no per-trial cgroups ({e}): memory is limited per process (RLIMIT_AS) and processes per "
+                     "uid (RLIMIT_NPROC) only")
+    try:
+        program()
+        filtered = True
+    except (SeccompUnavailable, OSError) as e:
+        filtered = False
+        notes.append(f"no seccomp filter in the jails ({e})")
+    for n in notes:
+        print(f"jail: {n}", file=sys.stderr)
+    return Hardening(groups, filtered, tuple(notes))
+
+
+def seccomp_fd(cfg: JailConfig) -> int | None:
+    """A descriptor of the filter program for one bwrap start, or None (no jail, or no libseccomp)."""
+    return None if cfg.unsafe_no_jail or not cfg.harden or not hardening().seccomp else program_fd()
 
 
 def require_bwrap() -> str:
@@ -196,14 +249,20 @@ def _probe(bwrap: str) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="jail-probe-") as tmp:
-        cmd = bwrap_command(JailConfig(scratch=Path(tmp)), bwrap)
-        cmd = cmd[:cmd.index("--") + 1] + ["/usr/bin/true"]
-        _run_probe(cmd)
+        fd = seccomp_fd(JailConfig(scratch=Path(tmp)))
+        try:
+            cmd = bwrap_command(JailConfig(scratch=Path(tmp)), bwrap, seccomp_fd=fd)
+            cmd = cmd[:cmd.index("--") + 1] + ["/usr/bin/true"]
+            _run_probe(cmd, () if fd is None else (fd,))
+        finally:
+            if fd is not None:
+                os.close(fd)
 
 
-def _run_probe(cmd: list[str]) -> None:
+def _run_probe(cmd: list[str], fds: tuple[int, ...] = ()) -> None:
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
+                              pass_fds=fds)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise JailError(f"bubblewrap cannot start a jail ({e}); refusing to run model code "
                         f"(--unsafe-no-jail exists for debugging only)") from None
@@ -215,5 +274,10 @@ def _run_probe(cmd: list[str]) -> None:
 
 def model_uid(slot: int) -> int:
     """A uid for the models of one jail: distinct per driver process and slot, so one jail's process-count
-    limit and clean-up never touch another's."""
-    return UID_BASE + (os.getpid() % 1500) * 16 + slot % 16
+    limit and clean-up never touch another's; never one the host has assigned (no passwd entry)."""
+    uid = UID_BASE + (os.getpid() % 1500) * 16 + slot % 16
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return uid
+    raise JailError(f"uid {uid} belongs to a host user ({pwd.getpwuid(uid).pw_name}); model uids must be unassigned")

@@ -15,6 +15,8 @@ import select
 import struct
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -81,8 +83,23 @@ class FrameReader:
             got += len(chunk)
         return b"".join(chunks)
 
-    def read(self, deadline: float | None = None) -> tuple[dict, list[bytes]] | None:
-        """(header, payloads), or None at a clean end of stream."""
+    def _to_file(self, n: int, deadline: float | None, path: Path) -> Path:
+        try:
+            with open(path, "wb") as f:
+                left = n
+                while left:
+                    chunk = self._exact(min(left, 1 << 20), deadline)
+                    f.write(chunk)
+                    left -= len(chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
+    def read(self, deadline: float | None = None, spill: Callable[[dict, int], Path | None] | None = None
+             ) -> tuple[dict, list] | None:
+        """(header, payloads), or None at a clean end of stream. `spill(header, i)` may name a file that payload
+        i is streamed to instead of memory (the payload is then that Path)."""
         raw = self._exact(4, deadline, eof_ok=True)
         if raw is None:
             return None
@@ -93,7 +110,12 @@ class FrameReader:
         sizes = header["sizes"]
         if sum(sizes) > self.max_payload:
             raise ProtocolError(f"payloads of {sum(sizes)} bytes are over the {self.max_payload} byte limit")
-        return header, [self._exact(s, deadline) if s else b"" for s in sizes]
+        out: list = []
+        for i, size in enumerate(sizes):
+            target = spill(header, i) if spill is not None and size else None
+            out.append(self._to_file(size, deadline, target) if target is not None
+                       else self._exact(size, deadline) if size else b"")
+        return header, out
 
 
 def parse_header(raw: bytes) -> dict:
@@ -120,7 +142,9 @@ SCHEMA = {
              "threads": ((int,), True), "device": ((str,), True),
              # --checkpointing auto: the bytes one training forward saves and the budget they were held to
              "saved_bytes": ((int, type(None)), False), "memory_budget": ((int, type(None)), False),
-             "compile": ((bool,), False)},
+             "compile": ((bool,), False),
+             # bytes of the model's parameters and buffers: what bounds each epoch's state
+             "state_bytes": ((int,), False)},
     "epoch": {"epoch": ((int,), True), "train_loss": (_NUM + (type(None),), True),
               "train_accuracy": (_NUM + (type(None),), True), "images": ((int,), True),
               "train_time_s": (_NUM, True), "epoch_time_s": (_NUM, True),
@@ -173,23 +197,50 @@ def logits(raw: bytes, n_test: int) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f4").reshape(n_test, NUM_CLASSES).astype(np.float64)
 
 
-def check_safetensors(raw: bytes, limit: int) -> None:
-    """A safetensors blob: size within `limit`, an 8-byte header length, a JSON header that fits, and
-    every tensor's byte range inside the data section."""
-    if len(raw) > limit:
-        raise ProtocolError(f"state of {len(raw)} bytes is over the {limit} byte limit")
-    if len(raw) < 8:
+OPTIMIZER_FACTOR = 3  # the model's tensors, and up to two optimizer buffers per parameter (Adam's moments)
+STATE_SLACK = 1 << 20  # the safetensors header, optimizer metadata, a scaler
+
+
+def state_bound(state_bytes: int, limit: int) -> int:
+    """The largest state a model with `state_bytes` of parameters and buffers can legitimately send."""
+    return min(limit, OPTIMIZER_FACTOR * state_bytes + STATE_SLACK)
+
+
+def tensor_shapes(head: dict) -> dict[str, tuple]:
+    """name -> (dtype, shape) of a checked safetensors header's tensors."""
+    return {k: (v.get("dtype"), tuple(v.get("shape") or ())) for k, v in head.items() if k != "__metadata__"}
+
+
+def model_bytes(head: dict) -> int:
+    """Bytes of the model's own tensors (names under model/) of a checked safetensors header."""
+    return sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in head.items() if k.startswith("model/"))
+
+
+def _prefix(source: bytes | Path, n: int) -> bytes:
+    if isinstance(source, Path):
+        with open(source, "rb") as f:
+            return f.read(n)
+    return source[:n]
+
+
+def check_safetensors(source: bytes | Path, limit: int) -> dict:
+    """A safetensors blob (bytes, or a file it was streamed to): size within `limit`, an 8-byte header length,
+    a JSON header that fits, and every tensor's byte range inside the data section. Returns the header."""
+    size = source.stat().st_size if isinstance(source, Path) else len(source)
+    if size > limit:
+        raise ProtocolError(f"state of {size} bytes is over the {limit} byte limit")
+    if size < 8:
         raise ProtocolError("state is not safetensors (too short)")
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n > len(raw) - 8 or n > 100 << 20:
+    (n,) = struct.unpack("<Q", _prefix(source, 8))
+    if n > size - 8 or n > 100 << 20:
         raise ProtocolError("state is not safetensors (bad header length)")
     try:
-        head = json.loads(raw[8:8 + n].decode("utf-8"), parse_constant=_reject_constant)
+        head = json.loads(_prefix(source, 8 + n)[8:].decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ProtocolError("state is not safetensors (header is not JSON)") from None
     if not isinstance(head, dict):
         raise ProtocolError("state is not safetensors (header is not an object)")
-    data = len(raw) - 8 - n
+    data = size - 8 - n
     for key, info in head.items():
         if key == "__metadata__":
             continue
@@ -197,6 +248,10 @@ def check_safetensors(raw: bytes, limit: int) -> None:
         if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs)
                 and 0 <= offs[0] <= offs[1] <= data):
             raise ProtocolError(f"state tensor {key[:60]!r} has bad offsets")
+        shape = info.get("shape")
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            raise ProtocolError(f"state tensor {key[:60]!r} has a bad shape")
+    return head
 
 
 def score(raw_logits: bytes, labels: np.ndarray) -> tuple[float | None, float | None]:

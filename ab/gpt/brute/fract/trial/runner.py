@@ -257,7 +257,9 @@ def train(path: str, config: dict, resume: bytes | None, channel: int) -> None:
     write_frame(channel, {"type": "info", "params": sum(p.numel() for p in model.parameters()),
                           "amp": bool(getattr(model, "amp", False)),
                           "checkpointing": bool(getattr(model, "grad_checkpoint", False)),
-                          "threads": torch.get_num_threads(), "device": device.type, **decided})
+                          "threads": torch.get_num_threads(), "device": device.type,
+                          "state_bytes": sum(t.numel() * t.element_size() for t in model.state_dict().values()
+                                             if isinstance(t, torch.Tensor)), **decided})
     mean, std = config["norm"]
     flip = TRANSFORMS[config["transform"]]
     data = config["data"]

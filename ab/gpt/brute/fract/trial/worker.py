@@ -9,12 +9,16 @@ optional resume state). The zygote imports its handlers' modules (`--preload`) a
 handlers (`--warm`) before it forks; it imports nothing above trial/ by name. For each request the zygote:
 
 1. creates /scratch/t<k> owned by the model uid, and forks;
-2. the child closes every descriptor but stdio and its channel, sets its rlimits (CPU, address space,
-   file size, process count, no core), drops to the model uid (losing every capability), writes the code
-   to its folder and runs the task, sending its events on the channel (protocol.py);
+2. the child moves itself into the trial's cgroups (the driver made them and sent their cgroup.procs
+   descriptors with the request), closes every descriptor but stdio and its channel, sets its rlimits (CPU,
+   address space, file size, process count, no POSIX message queues, no core), drops to the model uid
+   (losing every capability), writes the code to its folder and runs the task, sending its events on the
+   channel (protocol.py);
 3. when the child has exited, the zygote kills every other process of the jail's PID namespace (detached
-   grandchildren included; kill(-1) reaches all but bwrap's init and itself) and removes the folder;
-4. the zygote reports the child's exit (code or signal) on the control socket.
+   grandchildren included; kill(-1) reaches all but bwrap's init and itself), removes every SysV shared
+   memory segment, semaphore set and message queue of the jail's IPC namespace (as the model uid, their
+   creator) and the folder, counting what the model left there;
+4. the zygote reports the child's exit (code or signal) and those counts on the control socket.
 
 With `--no-jail` (the driver's --unsafe-no-jail, debugging only) there is no uid switch: the child leads
 a process group, which the clean-up kills.
@@ -35,12 +39,14 @@ import time
 import traceback
 from pathlib import Path
 
+from .cgroup import join
 from .protocol import TRAIN_HANDLER, FrameReader, handler_module, write_frame
 
 PR_SET_DUMPABLE = 4
 MADV_COLLAPSE = 25  # Linux >= 6.1
 HUGE_PAGE = 2 << 20
 MAX_REQUEST = 2 << 30
+IPC_RMID = 0
 
 
 def _nondumpable() -> None:
@@ -104,6 +110,7 @@ def _set_limits(lim: dict, jail: bool) -> None:
     if lim.get("memory_gb") is not None:
         limit = _vm_size() + int(float(lim["memory_gb"]) * (1 << 30))
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))  # no POSIX message queue can be made
     if jail:  # counted per uid: only this jail's model processes have it
         n = int(lim.get("nproc", 256))
         resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
@@ -119,7 +126,13 @@ def _close_fds(keep: set[int]) -> None:
                 pass
 
 
-def _child(channel: int, header: dict, payloads: list[bytes], rundir: Path, uid: int, jail: bool) -> int:
+def _child(channel: int, groups: list[int], header: dict, payloads: list[bytes], rundir: Path, uid: int,
+           jail: bool) -> int:
+    try:
+        join(groups)  # first of all: everything from here on is charged to the trial's budget
+    except OSError as e:
+        write_frame(channel, {"type": "error", "message": f"could not join the trial's cgroup ({e})", "oom": False})
+        return 1
     _close_fds({0, 1, 2, channel})
     devnull = os.open("/dev/null", os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -160,15 +173,72 @@ def _child(channel: int, header: dict, payloads: list[bytes], rundir: Path, uid:
     return 0
 
 
-def _clean_up(rundir: Path, jail: bool, child: int) -> None:
-    """Kill whatever the model left running (detached grandchildren included) and remove its folder."""
+def _usage(rundir: Path) -> tuple[int, int]:
+    """(bytes, files) the model left in its folder."""
+    size = files = 0
+    for root, dirs, names in os.walk(rundir):
+        for n in names + dirs:
+            files += 1
+            try:
+                size += os.lstat(os.path.join(root, n)).st_blocks * 512
+            except OSError:
+                pass
+    return size, files
+
+
+def _ipc_objects() -> list[tuple[str, int]]:
+    """(kind, id) of every SysV IPC object in this IPC namespace."""
+    found = []
+    for kind in ("shm", "sem", "msg"):
+        try:
+            with open(f"/proc/sysvipc/{kind}") as f:
+                found += [(kind, int(line.split()[1])) for line in list(f)[1:] if line.strip()]
+        except OSError:
+            pass
+    return found
+
+
+def _remove_ipc(uid: int) -> int:
+    """Remove every SysV IPC object (the model's: the zygote makes none), as the model uid, their creator."""
+    objs = _ipc_objects()
+    if not objs:
+        return 0
+    pid = os.fork()
+    if pid == 0:
+        rc = 1
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            libc = ctypes.CDLL(None, use_errno=True)
+            for kind, ident in objs:
+                if kind == "shm":
+                    libc.shmctl(ident, IPC_RMID, None)
+                elif kind == "sem":
+                    libc.semctl(ident, 0, IPC_RMID)
+                else:
+                    libc.msgctl(ident, IPC_RMID, None)
+            rc = 0
+        finally:
+            os._exit(rc)
+    os.waitpid(pid, 0)
+    left = _ipc_objects()
+    if left:  # a segment the model uid did not create cannot be there: nothing else runs in this namespace
+        raise RuntimeError(f"SysV IPC objects left after the model: {left[:5]}")
+    return len(objs)
+
+
+def _clean_up(rundir: Path, jail: bool, child: int, uid: int) -> dict:
+    """Kill whatever the model left running (detached grandchildren included), remove its IPC objects and its
+    folder; what it left there."""
     if not jail:
         try:
             os.killpg(child, signal.SIGKILL)
         except OSError:
             pass
+        size, files = _usage(rundir)
         shutil.rmtree(rundir, ignore_errors=True)
-        return
+        return {"scratch_bytes": size, "scratch_files": files, "ipc_removed": 0}
     # in the jail's PID namespace every process but bwrap's init and this zygote is the model's:
     # kill(-1) reaches exactly those (CAP_KILL), until none is left (ESRCH)
     for _ in range(5000):
@@ -183,7 +253,9 @@ def _clean_up(rundir: Path, jail: bool, child: int) -> None:
                 os.chmod(os.path.join(root, d), 0o700, follow_symlinks=False)
             except OSError:
                 pass
+    size, files = _usage(rundir)
     shutil.rmtree(rundir, ignore_errors=True)
+    return {"scratch_bytes": size, "scratch_files": files, "ipc_removed": _remove_ipc(uid)}
 
 
 def main() -> None:
@@ -203,6 +275,8 @@ def main() -> None:
     sys.stdout = sys.stderr
     sys.dont_write_bytecode = True
     scratch = Path(args.scratch)
+    if jail:
+        os.chmod(scratch, 0o711)  # the model uid may pass through to its own folder, not list it
     _import_all(args.preload)
     for name in args.warm:  # generation: thousands of validations of ~50 ms each, where forks must be cheap
         _handler(name)(scratch)
@@ -213,10 +287,10 @@ def main() -> None:
         _collapse_heap()
     write_frame(ctl.fileno(), {"type": "ready"})
     for k in range(1, 1 << 62):
-        msg, fds, _flags, _addr = socket.recv_fds(ctl, 1, 1)
+        msg, fds, _flags, _addr = socket.recv_fds(ctl, 1, 4)
         if not msg or not fds:
             break
-        channel = fds[0]
+        channel, groups = fds[0], fds[1:]
         frame = reader.read()
         if frame is None:
             break
@@ -232,16 +306,17 @@ def main() -> None:
             rc = 1
             try:
                 ctl.close()
-                rc = _child(channel, header, payloads, rundir, args.uid, jail)
+                rc = _child(channel, groups, header, payloads, rundir, args.uid, jail)
             finally:
                 sys.stderr.flush()
                 os._exit(rc)
-        os.close(channel)
+        for fd in [channel, *groups]:
+            os.close(fd)
         _, status = os.waitpid(pid, 0)
-        _clean_up(rundir, jail, pid)
+        left = _clean_up(rundir, jail, pid, args.uid)
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         write_frame(ctl.fileno(), {"type": "exit", "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-                                   "signal": signal.Signals(sig).name if sig else None})
+                                   "signal": signal.Signals(sig).name if sig else None, **left})
 
 
 if __name__ == "__main__":
