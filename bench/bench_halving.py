@@ -34,7 +34,7 @@ from ab.gpt.brute.fract.sweep.halving import Rungs, parse_budgets, ranking, step
 from ab.gpt.brute.fract.sweep.plan import Plan, list_schedule  # noqa: E402
 from ab.gpt.brute.fract.sweep.plan_halving import HalvingPlan  # noqa: E402
 
-SUBSET = Path("/work/shared/data/cifar-10-subset/cifar-10-batches-py")
+SUBSET = REPO.parent / "shared" / "data" / "cifar-10-subset" / "cifar-10-batches-py"  # the subset beside the checkout
 
 
 def run(module: str, args: list[str], cwd: Path) -> float:

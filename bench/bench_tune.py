@@ -34,7 +34,7 @@ from ab.gpt.brute.fract.tune.autotune import tune_packing, tune_variant  # noqa:
 from ab.gpt.brute.fract.tune.cache import TuneCache  # noqa: E402
 from ab.gpt.brute.fract.tune.synthetic import decision_bucket, dominant_shape, shape_class_of_spec  # noqa: E402
 
-SUBSET = Path("/work/shared/data/cifar-10-subset/cifar-10-batches-py")
+SUBSET = REPO.parent / "shared" / "data" / "cifar-10-subset" / "cifar-10-batches-py"  # the subset beside the checkout
 NARROW = ["8,16,32", "16,32", "16,32,64"]
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = Path("/work/shared/data/cifar-10-subset")
+DATA = REPO.parent / "shared" / "data" / "cifar-10-subset"  # the real subset beside the checkout
 EPOCHS, SEEDS, TRAIN, TEST = 2, 2, 128, 128
 LAYERS = ["--depth", "1", "--channels", "8", "--conv", "conv3x3", "--norm", "bn", "--act", "relu",
           "--order", "conv-norm-act", "--dropout", "0", "-q"]
