@@ -34,8 +34,8 @@ OURS = "ab.gpt"  # modules under this prefix are ours: their click commands are 
 SHELL_LANGS = {"", "bash", "sh", "shell", "console", "zsh"}
 # Flags of other tools that the docs quote in prose (bubblewrap, Ray, pip, pytest); ours must exist.
 FOREIGN_FLAGS = {"--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-                 "--unshare-user", "--die-with-parent", "--new-session", "--clearenv", "--cap-drop", "--cap-add",
-                 "--ro-bind", "--bind", "--dev-bind", "--tmpfs", "--head", "--num-cpus", "--num-gpus", "--port",
+                 "--size", "--seccomp", "--unshare-user", "--die-with-parent", "--new-session", "--clearenv",
+                 "--cap-drop", "--cap-add", "--ro-bind", "--bind", "--dev-bind", "--tmpfs", "--head", "--num-cpus", "--num-gpus", "--port",
                  "--address", "--temp-dir", "--no-deps", "--durations", "--upgrade", "--privileged",
                  "--security-opt"}
 PLACEHOLDER = "PLACEHOLDER"

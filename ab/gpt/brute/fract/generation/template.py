@@ -13,7 +13,7 @@ import jinja2
 from .. import __version__
 from ..space.catalog import Registry
 from ..space.spec import ArchSpec
-from ..tune.memory import CPU_AMP_MIN_CHANNELS, CPU_MEMORY_GB, DEFAULT_SHARE
+from ..tune.rules import CPU_AMP_MIN_CHANNELS, CPU_MEMORY_GB, DEFAULT_SHARE
 
 # pairwise element-wise ops keep the inputs' memory format (torch.stack would make channels_last contiguous)
 _JOIN = {

@@ -28,7 +28,7 @@ from .data import TRANSFORMS, TensorCifar
 from ..util.meter import PeakMemory
 from .protocol import write_frame
 from ..tune import memory
-from ..tune.memory import CPU_AMP_MIN_CHANNELS
+from ..tune.rules import CPU_AMP_MIN_CHANNELS
 from .model_file import import_isolated
 
 STATE_FORMAT = "fractal-trial-state/1"

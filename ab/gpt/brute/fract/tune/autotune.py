@@ -28,7 +28,7 @@ from . import budget, probe
 from .budget import ProbeBudget
 from .cache import TuneCache
 from .device import cache_key, cpu_has_bf16, device_model, usable_cores
-from .memory import CPU_AMP_MIN_CHANNELS
+from .rules import CPU_AMP_MIN_CHANNELS
 from .synthetic import ShapeClass
 
 MARGIN = 0.05

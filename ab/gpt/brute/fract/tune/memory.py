@@ -25,13 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-DEFAULT_SHARE = 0.5  # checkpoint when one step's activations would take more than this share of free memory
-# what a generated model file assumes for the host's free memory on CPU (its allowlist bars reading it)
-CPU_MEMORY_GB = 8
-# the static AMP rule (a model file's own, and the runner's without a probe): bf16 on CPU once every conv has
-# this many channels (measured on this project's 2-core CPU, bf16 autocast vs fp32, batch 16, fractal nets:
-# 17% slower with 8 channels, 1.35-1.7x faster from 16 up)
-CPU_AMP_MIN_CHANNELS = 16
+from .rules import CPU_AMP_MIN_CHANNELS, CPU_MEMORY_GB, DEFAULT_SHARE  # noqa: F401  (the tuner's rules)
 
 
 class _LiveBytes(TorchDispatchMode):
