@@ -80,15 +80,20 @@ def tune_cache(tmp_path_factory) -> Path:
         os.environ["NN_GPT_FRACTAL_TUNE_CACHE"] = old
 
 
-# Folders whose tests share an expensive session fixture (a trained sweep, built models, an installed plugin)
-# or a machine-wide service (Ray): under pytest-xdist (`--dist loadgroup`) each runs on one worker, so the fixture
-# is built once; every other test is spread over the workers one by one.
-SHARED_FIXTURE_DIRS = ("lemur", "report", "llm", "distributed", "study")
+# Tests that must not run beside each other under pytest-xdist (`--dist loadgroup`): a group runs on one
+# worker. Folders whose tests share an expensive session fixture (a trained sweep, an installed plugin) are
+# built once that way; tests that start Ray clusters (whose object stores live in host shared memory) and
+# tests that read the host's shared-memory total share one group, so one never sees the other's memory.
+# Every other test is spread over the workers one by one.
+XDIST_GROUPS = {"lemur": "lemur", "report": "report", "llm": "llm", "distributed": "host-memory",
+                "eval/test_eval_sweep.py": "host-memory", "boundary/test_cnn.py": "host-memory",
+                "trial/test_budgets.py": "host-memory"}
 
 
 def pytest_collection_modifyitems(config, items):
     tests = Path(__file__).resolve().parent
     for item in items:
         rel = Path(str(item.fspath)).resolve().relative_to(tests).parts
-        if len(rel) > 1 and rel[0] in SHARED_FIXTURE_DIRS:
-            item.add_marker(pytest.mark.xdist_group(rel[0]))
+        group = XDIST_GROUPS.get("/".join(rel)) or (XDIST_GROUPS.get(rel[0]) if len(rel) > 1 else None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
