@@ -36,8 +36,11 @@ demo: setup system-deps
 
 # Tests run on every core (pytest-xdist); the 15 slowest are listed at the end.
 TEST_WORKERS ?= auto
+# the budget tests read the host's shared-memory total: they run alone, after the others
+ALONE := tests/trial/test_budgets.py
 test: setup system-deps
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 --ignore=$(ALONE)
+	$(PY) -m pytest -q $(ALONE)
 
 bench: setup
 	$(PY) bench/bench_generate.py

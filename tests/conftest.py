@@ -82,12 +82,11 @@ def tune_cache(tmp_path_factory) -> Path:
 
 # Tests that must not run beside each other under pytest-xdist (`--dist loadgroup`): a group runs on one
 # worker. Folders whose tests share an expensive session fixture (a trained sweep, an installed plugin) are
-# built once that way; tests that start Ray clusters (whose object stores live in host shared memory) and
-# tests that read the host's shared-memory total share one group, so one never sees the other's memory.
+# built once that way; tests that start Ray clusters share one group. The budget tests, which read the
+# host's shared-memory total, run alone after the others (Makefile).
 # Every other test is spread over the workers one by one.
 XDIST_GROUPS = {"lemur": "lemur", "report": "report", "llm": "llm", "distributed": "host-memory",
-                "eval/test_eval_sweep.py": "host-memory", "boundary/test_cnn.py": "host-memory",
-                "trial/test_budgets.py": "host-memory"}
+                "eval/test_eval_sweep.py": "host-memory", "boundary/test_cnn.py": "host-memory"}
 
 
 def pytest_collection_modifyitems(config, items):
