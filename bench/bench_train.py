@@ -159,6 +159,13 @@ def nn_dataset(name: str, root: Path, epochs: int = 1, batch: int = 16) -> float
                      cwd=root, extra_env={"PYTHONPATH": f"{site_dir()}{os.pathsep}{root}"})
 
 
+def figures(stat: dict) -> dict:
+    """Our block of one stat record with the trial's own figures (images/s, peak memory, epoch times: under
+    `self_reported`, since the model's process measured them) read alongside the driver's."""
+    o = stat["nn_gpt_fractal"]
+    return {**(o.get("self_reported") or {}), **{k: v for k, v in o.items() if k != "self_reported"}}
+
+
 def utilisation(stat: dict, flops: int, spec: dict, device: str = "cpu",
                 peaks: dict | None = None) -> tuple[float, float, str]:
     """(achieved training FLOP/s, matmul peak FLOP/s of the dtype used, dtype); `peaks` as
@@ -168,7 +175,7 @@ def utilisation(stat: dict, flops: int, spec: dict, device: str = "cpu",
     from ab.gpt.brute.fract.tune.autotune import matmul_peaks
     from ab.gpt.brute.fract.tune.cost import TRAIN_FACTOR, drop_path_factor
 
-    ours_ = stat["nn_gpt_fractal"]
+    ours_ = figures(stat)
     images = ours_["images_per_s"] * ours_["train_time_s"]
     achieved = TRAIN_FACTOR * flops * drop_path_factor(spec) * images / ours_["train_time_s"]
     low = "fp16" if torch.device(device).type == "cuda" and not torch.cuda.is_bf16_supported() else "bf16"
@@ -235,7 +242,7 @@ def throughput(args, mid: Path, batches: Path, tmp: Path) -> None:
           f"(amp={pol['amp']}, channels_last={pol['channels_last']}, checkpointing={pol['checkpointing']}, "
           f"compile={pol['policies']['compile']})")
     print(f"  ratio (a)/(b): {a / b:.2f}x  (goal >= 2x)")
-    ips = statistics.median(s["nn_gpt_fractal"]["images_per_s"] for s in stats)
+    ips = statistics.median(figures(s)["images_per_s"] for s in stats)
     achieved, peak, dtype = utilisation(stats[0], rec["flops"], rec["spec"])
     print(f"  ours: {ips:.0f} training images/s; model FLOP utilisation {achieved / 1e9:.1f} GFLOP/s of the "
           f"{dtype} matmul peak {peak / 1e9:.0f} GFLOP/s = {100 * achieved / peak:.1f}%")

@@ -75,13 +75,14 @@ from ab.gpt.brute.fract.trial.session import Jail  # noqa: E402
 from ab.gpt.brute.fract.tune import gpu_packing, probe  # noqa: E402
 from ab.gpt.brute.fract.tune.cache import TuneCache  # noqa: E402
 from ab.gpt.brute.fract.tune.synthetic import shape_class_of_spec  # noqa: E402
-from bench_train import nn_dataset, ours, utilisation  # noqa: E402
+from bench_train import figures, nn_dataset, ours, utilisation  # noqa: E402
 from lemur.lemurkit import checkout  # noqa: E402
 
 PAPER = ["--depth", "5", "--columns", "4", "--channels", "64,128,256,512,512"]
 NARROW = ["--depth", "3", "--columns", "3", "--channels", "16,32,64"]
 FULL_CIFAR = 50_000
 PACKING = (1, 2, 4, 8)
+SECTIONS = ("gpu", "jail", "models", "nn-dataset", "packing", "boundary", "plan")
 
 
 class Budget:
@@ -95,11 +96,26 @@ class Budget:
 class Report:
     """Sections with their figures (name, value, unit, note) and the goals checked."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: Path, only: set[str] | None, head: dict) -> None:
         self.sections: dict[str, dict] = {}
         self.goals: list[dict] = []
+        self.out, self.only, self.head = out, only, head
+        self.started = time.perf_counter()
+
+    def save(self, done: bool = False) -> bool:
+        """Write the JSON (after every section: a run cut short keeps what it measured); True if all ran."""
+        ok = all(s["ok"] for s in self.sections.values())
+        body = {"ok": ok and done, "finished": done, "seconds": round(time.perf_counter() - self.started, 1),
+                **self.head, "sections": self.sections, "goals": self.goals}
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.out.with_name(self.out.name + ".tmp")
+        tmp.write_text(json.dumps(body, indent=2, default=str))
+        tmp.replace(self.out)
+        return ok
 
     def run(self, name: str, fn, budget: Budget, need_s: float) -> None:
+        if self.only is not None and name not in self.only:
+            return
         sec = self.sections[name] = {"ok": False, "figures": [], "seconds": 0.0}
         started = time.perf_counter()
         print(f"== {name}", flush=True)
@@ -112,6 +128,8 @@ class Report:
             sec["error"] = f"{type(e).__name__}: {e}".strip()[:2000]
             traceback.print_exc()
         sec["seconds"] = round(time.perf_counter() - started, 1)
+        print(f"   ({sec['seconds']:.0f} s; {time.perf_counter() - self.started:.0f} s since start)", flush=True)
+        self.save()
 
     def goal(self, what: str, value: float | None, target: float, above: bool, unit: str = "") -> None:
         met = value is not None and (value >= target if above else value <= target)
@@ -183,7 +201,7 @@ def gen(space: list[str], out: Path, *extra: str, single: bool = True, timeout: 
     base = ["--conv", "conv3x3", "--norm", "bn", "--act", "relu", "--order", "conv-norm-act", "--dropout", "0",
             "--join", "mean", "--limit", "1"] if single else []
     cores = str(min(16, os.cpu_count() or 1))
-    run_cmd(["-m", "ab.gpt.brute.fract.AlterNNFN", *space, *base, *extra, "--workers", cores, "-q", "--out", str(out)],
+    run_cmd(["-m", "ab.gpt.brute.fract.AlterNNFN", *space, *base, *extra, "--workers", cores, "-q", "--models", str(out)],
             out.parent, timeout)
     return Manifest.load(out).valid()
 
@@ -259,7 +277,7 @@ def nneval_model(sec, ctx, key: str, batch: int, epochs: int = 2, k: int = 0) ->
     (ctx["tmp"] / f"{key}-b{batch}").mkdir(exist_ok=True)
     wall, stat = ours(rec["path"], ctx["batches"], ctx["tmp"] / f"{key}-b{batch}", k, epochs=epochs, batch=batch,
                       extra=("--device", ctx["device"], "--tune-cache", str(ctx["tune_cache"]), *limits(ctx)))
-    o = stat["nn_gpt_fractal"]
+    o = figures(stat)
     achieved, peak, dtype = utilisation(stat, rec["flops"], rec["spec"], "cuda", ctx["peaks"])
     note = f"batch {batch}, epoch {epochs}, {dtype}, channels_last={o['channels_last']}, ckpt={o['checkpointing']}"
     figure(sec, f"{key} b{batch} train images/s", o["images_per_s"], "img/s", note)
@@ -275,10 +293,10 @@ def s_models(sec, ctx) -> None:
     for key in ("paper", "narrow"):
         walls[key], stat = nneval_model(sec, ctx, key, 16)
         if key == "paper":
-            ctx["paper_b16"] = stat["nn_gpt_fractal"]["images_per_s"]
+            ctx["paper_b16"] = figures(stat)["images_per_s"]
     if not ctx["quick"]:
         _, stat = nneval_model(sec, ctx, "paper", 128, k=1)
-        ctx["paper_b128"] = stat["nn_gpt_fractal"]["images_per_s"]
+        ctx["paper_b128"] = figures(stat)["images_per_s"]
 
 
 def s_nn_dataset(sec, ctx) -> None:
@@ -387,13 +405,19 @@ def main() -> int:
     ap.add_argument("--gpu", type=int, default=0, help="the GPU to measure (driver numbering) [0]")
     ap.add_argument("--budget-s", type=float, default=450, help="time for all sections; one that cannot finish "
                     "in what is left fails [450]")
+    ap.add_argument("--only", help=f"comma-separated sections to run, of {','.join(SECTIONS)} [all]")
     args = ap.parse_args()
     started = time.perf_counter()
+    only = set(args.only.split(",")) if args.only else None
+    if only and not only <= set(SECTIONS):
+        ap.error(f"--only {args.only}: unknown section(s) {', '.join(sorted(only - set(SECTIONS)))}; "
+                 f"use some of {','.join(SECTIONS)}")
 
-    report = Report()
+    report = Report(args.out, only, {"quick": args.quick})
     if not torch.cuda.is_available():
         msg = "torch sees no CUDA device: this check measures a GPU and runs only on one (nothing was skipped)"
         print(f"gpu_check: FAILED: {msg}", file=sys.stderr)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"ok": False, "error": msg}, indent=2))
         return 1
 
@@ -403,6 +427,7 @@ def main() -> int:
         print(f"gpu_check: FAILED: no GPU {args.gpu} (this machine shows {len(gpus)})", file=sys.stderr)
         return 2
     budget = Budget(args.budget_s)
+    report.head["gpu"] = gpus[args.gpu].name
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         tmp = Path(tmp)
         (tmp / "ab").mkdir()
@@ -436,12 +461,8 @@ def main() -> int:
         report.goal("narrow packed at the chosen K / one trial", ctx.get("pack_gain"), 3, above=True, unit="x")
         report.goal("plan of the default space, paper protocol", ctx.get("gpu_hours"), 24, above=False, unit="GPU-h")
     report.print_table()
-    ok = all(s["ok"] for s in report.sections.values())
+    ok = report.save(done=True)
     total = time.perf_counter() - started
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"ok": ok, "seconds": round(total, 1), "quick": args.quick,
-                                    "gpu": gpus[args.gpu].name, "sections": report.sections, "goals": report.goals},
-                                   indent=2, default=str))
     print(f"gpu_check: {'all sections ran' if ok else 'FAILED sections: ' + ', '.join(n for n, s in report.sections.items() if not s['ok'])}"
           f"; {total:.0f} s; JSON: {args.out}", flush=True)
     return 0 if ok else 1

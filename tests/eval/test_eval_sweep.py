@@ -178,3 +178,11 @@ def test_bad_input_is_one_line_and_exit_2(lemur_root, tiny_models, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
     proc = nneval(lemur_root, "--models", str(tmp_path / "missing"), check=False)
     assert proc.returncode == 2 and "no models folder" in proc.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out-of-empty"
+    proc = nneval(lemur_root, "--models", str(empty), "--results", str(out), check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: no model files (*.py) in {empty}")
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()  # nothing written for a mistake
+    proc = nneval(lemur_root, "--models", str(tiny_models), "--filter", "NoSuch*", "--results", str(out), check=False)
+    assert proc.returncode == 2 and "--filter 'NoSuch*' matches none of the" in proc.stderr and not out.exists()

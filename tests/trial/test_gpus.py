@@ -93,6 +93,26 @@ def test_jail_command_for_one_gpu(tmp_path, monkeypatch):
     assert ("--ro-bind", "/sys", "/sys") not in list(zip(cpu, cpu[1:], cpu[2:]))
 
 
+def test_driver_libraries_reached_through_links_are_bound(tmp_path, monkeypatch):
+    real = tmp_path / "usr-local-nvidia" / "lib64"
+    real.mkdir(parents=True)
+    (real / "libcuda.so.580").write_bytes(b"")
+    links = tmp_path / "lib-links"
+    links.mkdir()
+    (links / "libcuda.so.1").symlink_to(real / "libcuda.so.580")
+    listing = (f"\tlibcudart.so.13 (libc6,x86-64) => /opt/cuda/libcudart.so.13\n"
+               f"\tlibcuda.so.1 (libc6,x86-64) => {links}/libcuda.so.1\n")
+    assert jail.driver_library_dirs(listing) == (str(links), str(real))
+    monkeypatch.setattr(jail, "dev_listing", lambda: DEV)
+    monkeypatch.setattr(jail, "driver_library_dirs", lambda: (str(links), str(real)))
+    monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
+    cmd = bwrap_command(JailConfig(scratch=tmp_path / "s", gpu=GPUS[2]))
+    pairs = list(zip(cmd, cmd[1:], cmd[2:]))
+    assert ("--ro-bind", str(links), str(links)) in pairs and ("--ro-bind", str(real), str(real)) in pairs
+    assert not any("LD_LIBRARY" in c for c in cmd)  # ld.so.cache finds them; the environment stays as it was
+    assert not any(str(real) in c for c in bwrap_command(JailConfig(scratch=tmp_path / "s")))
+
+
 @pytest.mark.parametrize("message,kind", [
     ("RuntimeError: CUDA error: unknown error", "CUDA error"),
     ("RuntimeError: CUDA error: unspecified launch failure\nCompile with TORCH_USE_CUDA_DSA", "CUDA error"),

@@ -169,8 +169,14 @@ def discover(models_dir: Path, pattern: str | None = None) -> list[ModelEntry]:
         if p.stem not in entries and p.name != "__init__.py" and not p.name.startswith("."):
             entries[p.stem] = ModelEntry(p.stem, p)
     out = list(entries.values())
+    if not out:
+        raise FileNotFoundError(f"no model files (*.py) in {models_dir}; generate models first "
+                                f"(python -m ab.gpt.brute.fract.AlterNNFN --models {models_dir}) or pass --models")
     if pattern:
         out = [e for e in out if fnmatch.fnmatchcase(e.name, pattern)]
+        if not out:
+            raise FileNotFoundError(f"--filter {pattern!r} matches none of the {len(entries)} models in "
+                                    f"{models_dir}; model names look like {next(iter(entries))}")
     return out
 
 

@@ -78,6 +78,28 @@ def cuda_library_dirs() -> list[str]:
     return [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if d and os.path.isdir(d)]
 
 
+DRIVER_LIBRARIES = ("libcuda.so.1", "libnvidia-ml.so.1")
+
+
+@functools.lru_cache(maxsize=None)
+def driver_library_dirs(ldconfig_listing: str | None = None) -> tuple[str, ...]:
+    """Folders of the GPU driver's libraries as ld.so.cache names them, and the folders their links point
+    into (a driver mounted at /usr/local/nvidia is often reached through links in /usr/lib)."""
+    if ldconfig_listing is None:
+        try:
+            ldconfig_listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ()
+    dirs: list[str] = []
+    for line in ldconfig_listing.splitlines():
+        name, _, path = line.strip().partition(" => ")
+        if name.split(" ", 1)[0] in DRIVER_LIBRARIES and path:
+            for d in (os.path.dirname(path), os.path.dirname(os.path.realpath(path))):
+                if d and d not in dirs:
+                    dirs.append(d)
+    return tuple(dirs)
+
+
 def source_roots() -> list[str]:
     """Folders holding the `ab` package trees (PYTHONPATH entries), outside the virtualenv."""
     venv = Path(sys.prefix).resolve()
@@ -107,7 +129,7 @@ def environment(cfg: JailConfig) -> dict[str, str]:
     scratch = str(cfg.scratch) if cfg.unsafe_no_jail else SCRATCH
     return {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(source_roots()), "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONNOUSERSITE": "1", "HOME": scratch, "TMPDIR": scratch, "OMP_NUM_THREADS": threads,
-            "MKL_NUM_THREADS": threads, "LANG": "C.UTF-8",
+            "MKL_NUM_THREADS": threads, "LANG": "C.UTF-8", "USER": "model", "LOGNAME": "model",
             # glibc's heap in transparent huge pages: torch's ~250 MB of import-time heap then takes a
             # fraction of the page-table entries, which every fork of the zygote copies and every model
             # process's exit tears down (about 6 ms less per model; the kernel splits a huge page a child
@@ -122,6 +144,28 @@ def _cuda_environment(cfg: JailConfig) -> dict[str, str]:
     if cfg.gpu is not None:  # without one (a Ray node's jail) every GPU is seen and the trial names its own
         env["CUDA_VISIBLE_DEVICES"] = cfg.gpu.visible_devices
     return env
+
+
+def identity_files(cfg: JailConfig) -> list[tuple[str, str]]:
+    """(host file, jail path) of the jail's own /etc/passwd and /etc/group: the zygote's uid and the model
+    uid alone, so that a library asking who runs it (getpwuid, as some do at import time) gets an answer
+    and the host's user list stays outside."""
+    d = Path(cfg.scratch) / ".identity"
+    d.mkdir(parents=True, exist_ok=True)
+    uid, gid = os.getuid(), os.getgid()
+    users = {uid: ("root" if uid == 0 else "driver", gid), cfg.uid: ("model", cfg.uid)}
+    files = {"passwd": "".join(f"{n}:x:{u}:{g}::{SCRATCH}:/bin/false\n" for u, (n, g) in users.items()),
+             "group": "".join(f"{n}:x:{g}:\n" for n, g in dict(users.values()).items())}
+    out = []
+    for name, text in files.items():
+        path = d / name
+        if not path.exists() or path.read_text() != text:
+            tmp = d / f".{name}.tmp"
+            tmp.write_text(text)
+            tmp.chmod(0o644)
+            tmp.replace(path)
+        out.append((str(path), f"/etc/{name}"))
+    return out
 
 
 def worker_argv(cfg: JailConfig, control_fd: int = 3) -> list[str]:
@@ -170,13 +214,15 @@ def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3, se
         bind("--ro-bind", str(p), str(p))
     for d in _ab_dirs():
         bind("--ro-bind", d, d)
+    for host, dest in identity_files(cfg):
+        cmd += ["--ro-bind", host, dest]
     cmd += ["--size", str(int(cfg.scratch_mb) << 20), "--tmpfs", SCRATCH]
     if cfg.uses_cuda:  # the GPU's device nodes, and /sys read-only for the CUDA driver's device discovery
         for name in device_nodes(cfg.gpu, dev_listing()):
             cmd += ["--dev-bind", f"/dev/{name}", f"/dev/{name}"]
         cmd += ["--ro-bind", "/sys", "/sys"]
-        for d in cuda_library_dirs():
-            if not any(d == s or d.startswith(s + "/") for s in SYSTEM_DIRS):
+        for d in dict.fromkeys([*cuda_library_dirs(), *driver_library_dirs()]):
+            if os.path.isdir(d) and not any(d == s or d.startswith(s + "/") for s in SYSTEM_DIRS):
                 bind("--ro-bind", d, d)
     for name, host in cfg.data.items():
         bind("--ro-bind", str(Path(host).resolve()), f"{DATA}/{Path(host).name}")
