@@ -146,7 +146,8 @@ def test_memfd_written_past_the_budget(ex, prepared, alone):
 def test_forked_children_share_one_budget(ex, prepared, alone):
     res, _ = run(ex, prepared, alone, "5 forked children x 350 MB", model(init=CHILDREN))
     assert res.status == "out-of-memory" and res.budget["oom_kills"] >= 1 and res.budget["memory_peak_mb"] <= 1024
-    assert res.budget["pids_peak"] <= LIMITS.nproc
+    if res.budget["pids_limit"] is not None:  # a pids controller counts them too (else RLIMIT_NPROC alone)
+        assert res.budget["pids_peak"] <= LIMITS.nproc
 
 
 def test_big_files_fill_only_the_sized_scratch(ex, prepared, alone):
@@ -221,11 +222,11 @@ def test_closing_the_channel_and_sleeping_in_c_is_a_timeout(ex, prepared, alone)
 
 
 def test_a_host_without_delegated_cgroup_v2_says_why():
-    """This host's v2 mount has no memory/pids controllers: the v2 path refuses with the reason."""
+    """This host's v2 mount has no memory controller: the v2 path refuses with the reason."""
     try:
         groups = Cgroups.detect_v2()
     except CgroupUnavailable as e:
-        assert "memory/pids" in str(e) or "no cgroup v2 mount" in str(e)
+        assert "no memory controller" in str(e) or "no cgroup v1 memory hierarchy" in str(e)
     else:  # a delegated v2 group: a budget can be made and removed
         b = groups.budget("probe-test", 64 << 20, 8)
         b.close()

@@ -2,10 +2,11 @@
 model's process tree can hold (anonymous memory, SysV/POSIX shared memory, memfd, tmpfs files and the page
 cache it dirties; every forked child).
 
-`Cgroups.detect()` finds where this process may create child groups: cgroup v1 with writable `memory` and
-`pids` hierarchies, or a v2 group with both controllers available (when the driver's own v2 group holds
-only the driver, the driver moves itself into a leaf below it so the controllers can be enabled for
-siblings). `Cgroups.budget(name, memory, pids)` creates one trial's group(s) with the limits set and opens
+`Cgroups.detect()` finds where this process may create child groups: cgroup v1 with a writable `memory`
+hierarchy (and `pids` where mounted), or a v2 group with the `memory` controller (and `pids` where delegated;
+when the driver's own v2 group holds only the driver, the driver moves itself into a leaf below it so the
+controllers can be enabled for siblings). Without `pids` the process count stays limited per model uid
+(RLIMIT_NPROC, one uid per jail). `Cgroups.budget(name, memory, pids)` creates one trial's group(s) with the limits set and opens
 their `cgroup.procs` files: the jail's forked model process writes "0" to each before it drops its uid
 (the kernel checks the opener's credentials, the driver's), so the whole model tree is inside from its
 first instruction. `Budget.close()` kills what is left and removes the group; `Budget.figures()` reads the
@@ -90,11 +91,11 @@ class Budget:
     version: int
     dirs: dict[str, Path]
     memory: int | None
-    pids: int | None
+    pids: int | None  # None: no pids controller (or no limit)
     fds: list[int]
 
-    def _dir(self, ctrl: str) -> Path:
-        return self.dirs["" if self.version == 2 else ctrl]
+    def _dir(self, ctrl: str) -> Path | None:
+        return self.dirs.get("" if self.version == 2 else ctrl)
 
     def figures(self) -> dict:
         """What the kernel counted: peak memory, OOM kills, forks refused at the process limit."""
@@ -107,12 +108,13 @@ class Budget:
             peak = _int(_read(m / "memory.peak"))
             ev = _keyed(_read(m / "memory.events"))
             oom, hit = ev.get("oom_kill", 0), ev.get("max", 0)
-        return {"cgroup": f"v{self.version}",
-                "memory_limit_mb": None if self.memory is None else round(self.memory / 2**20),
-                "memory_peak_mb": None if peak is None else round(peak / 2**20, 1),
-                "memory_limit_hits": hit, "oom_kills": oom,
-                "pids_limit": self.pids, "pids_peak": _int(_read(p / "pids.peak")),
-                "forks_refused": _keyed(_read(p / "pids.events")).get("max", 0)}
+        out = {"cgroup": f"v{self.version}",
+               "memory_limit_mb": None if self.memory is None else round(self.memory / 2**20),
+               "memory_peak_mb": None if peak is None else round(peak / 2**20, 1),
+               "memory_limit_hits": hit, "oom_kills": oom, "pids_limit": self.pids}
+        if self.pids is not None:
+            out.update(pids_peak=_int(_read(p / "pids.peak")), forks_refused=_keyed(_read(p / "pids.events")).get("max", 0))
+        return out
 
     def close_fds(self) -> None:
         for fd in self.fds:
@@ -152,46 +154,52 @@ class Budget:
 class Cgroups:
     """Where this driver makes its trials' groups."""
 
-    def __init__(self, version: int, parents: dict[str, Path]) -> None:
-        self.version, self.parents = version, parents
+    def __init__(self, version: int, parents: dict[str, Path], controllers: frozenset[str] = frozenset({"memory", "pids"})
+                 ) -> None:
+        self.version, self.parents, self.controllers = version, parents, controllers
+
+    @property
+    def counts_processes(self) -> bool:
+        return "pids" in self.controllers
 
     @classmethod
     def detect(cls) -> "Cgroups":
-        """The v1 memory+pids hierarchies if both are mounted and writable, else a v2 group with both
-        controllers; raises CgroupUnavailable with the reason."""
+        """The v1 memory (and pids) hierarchies if mounted and writable, else a v2 group with the memory (and
+        pids) controller; raises CgroupUnavailable with the reason."""
         mounts, own = _mounts(), _own_groups()
         v1 = {}
         for point, root, fstype, opts in mounts:
             for ctrl in ("memory", "pids"):
                 if fstype == "cgroup" and ctrl in opts and ctrl in own:
                     v1[ctrl] = _inside(point, root, own[ctrl])
-        if len(v1) == 2:
+        if "memory" in v1:
             cls._try_create(v1)
-            return cls(1, v1)
-        if v1:
-            raise CgroupUnavailable(f"cgroup v1 mounts only {sorted(v1)}, not both memory and pids")
+            return cls(1, v1, frozenset(v1))
         return cls.detect_v2(mounts, own)
 
     @classmethod
     def detect_v2(cls, mounts=None, own=None) -> "Cgroups":
-        """A v2 group of this process with memory and pids delegated; raises CgroupUnavailable."""
+        """A v2 group of this process with memory (and pids, where delegated); raises CgroupUnavailable."""
         mounts, own = mounts or _mounts(), own or _own_groups()
         v2 = [(point, root) for point, root, fstype, _ in mounts if fstype == "cgroup2"]
         if not v2 or "" not in own:
-            raise CgroupUnavailable("no cgroup v1 memory/pids hierarchy and no cgroup v2 mount")
+            raise CgroupUnavailable("no cgroup v1 memory hierarchy and no cgroup v2 mount")
         base = _inside(v2[0][0], v2[0][1], own[""])
+        if base.name == f"{PREFIX}-driver-{os.getpid()}":  # moved there by an earlier detection in this process
+            base = base.parent
         have = set(_read(base / "cgroup.controllers").split())
-        if not {"memory", "pids"} <= have:
-            raise CgroupUnavailable(f"the cgroup v2 group {base} has no memory/pids controllers "
+        if "memory" not in have:
+            raise CgroupUnavailable(f"the cgroup v2 group {base} has no memory controller "
                                     f"(only: {' '.join(sorted(have)) or 'none'}); delegate one, e.g. "
                                     "systemd-run --scope -p Delegate=yes")
-        cls._enable_v2(base)
+        controllers = frozenset({"memory", "pids"} & have)
+        cls._enable_v2(base, controllers)
         cls._try_create({"": base})
-        return cls(2, {"": base})
+        return cls(2, {"": base}, controllers)
 
     @staticmethod
-    def _enable_v2(base: Path) -> None:
-        if {"memory", "pids"} <= set(_read(base / "cgroup.subtree_control").split()):
+    def _enable_v2(base: Path, controllers: frozenset[str]) -> None:
+        if controllers <= set(_read(base / "cgroup.subtree_control").split()):
             return
         procs = _read(base / "cgroup.procs").split()
         if procs and procs != [str(os.getpid())]:
@@ -205,9 +213,9 @@ class Cgroups:
             except OSError as e:
                 raise CgroupUnavailable(f"cannot move the driver into {leaf} ({e.strerror})") from None
         try:
-            _write(base / "cgroup.subtree_control", "+memory +pids")
+            _write(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(controllers)))
         except OSError as e:
-            raise CgroupUnavailable(f"cannot enable memory and pids in {base} ({e.strerror})") from None
+            raise CgroupUnavailable(f"cannot enable {' and '.join(sorted(controllers))} in {base} ({e.strerror})") from None
 
     @staticmethod
     def _try_create(parents: dict[str, Path]) -> None:
@@ -227,7 +235,7 @@ class Cgroups:
     def budget(self, name: str, memory: int | None, pids: int | None) -> Budget:
         """A new group per controller hierarchy, limits set, cgroup.procs opened for writing."""
         dirs = {ctrl: parent / f"{PREFIX}-{name}" for ctrl, parent in self.parents.items()}
-        b = Budget(self.version, dirs, memory, pids, [])
+        b = Budget(self.version, dirs, memory, pids if self.counts_processes else None, [])
         try:
             for d in dirs.values():
                 if d.exists():  # a killed driver's leftover with the same name
@@ -246,8 +254,8 @@ class Cgroups:
                         _write(m / "memory.swap.max", "0")
                 if (m / "memory.oom.group").exists():  # an OOM kill ends the whole model tree
                     _write(m / "memory.oom.group", "1")
-            if pids is not None:
-                _write(p / "pids.max", str(pids))
+            if b.pids is not None:
+                _write(p / "pids.max", str(b.pids))
             b.fds = [os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for d in dirs.values()]
         except OSError:
             b.close()

@@ -247,7 +247,9 @@ class Hardening:
 
     def record(self) -> dict:
         """What each trial's stats say about the budgets it ran under."""
-        return {"cgroup": f"v{self.cgroups.version}" if self.cgroups else None, "seccomp": self.seccomp,
+        return {"cgroup": f"v{self.cgroups.version}" if self.cgroups else None,
+                "cgroup_controllers": ",".join(sorted(self.cgroups.controllers)) if self.cgroups else None,
+                "seccomp": self.seccomp,
                 **({"fallback": "; ".join(self.notes)} if self.notes else {})}
 
 
@@ -264,6 +266,10 @@ def hardening() -> Hardening:
         groups = None
         notes.append(f"no per-trial cgroups ({e}): memory is limited per process (RLIMIT_AS) and processes per "
                      "uid (RLIMIT_NPROC) only")
+    else:
+        if not groups.counts_processes:
+            notes.append(f"per-trial cgroups (v{groups.version}) count memory only (no pids controller here): "
+                         "processes are limited per model uid (RLIMIT_NPROC)")
     try:
         program()
         filtered = True
