@@ -39,7 +39,7 @@ TEST_WORKERS ?= auto
 # the budget tests read the host's shared-memory total: they run alone, after the others
 ALONE := tests/trial/test_budgets.py
 test: setup system-deps
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 --ignore=$(ALONE)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=15 --ignore=$(ALONE)
 	$(PY) -m pytest -q $(ALONE)
 
 bench: setup

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 REPO = Path(__file__).resolve().parents[1]
 SUBSET = REPO.parent / "shared" / "data" / "cifar-10-subset" / "cifar-10-batches-py"
@@ -80,19 +81,40 @@ def tune_cache(tmp_path_factory) -> Path:
         os.environ["NN_GPT_FRACTAL_TUNE_CACHE"] = old
 
 
-# Tests that must not run beside each other under pytest-xdist (`--dist loadgroup`): a group runs on one
-# worker. Folders whose tests share an expensive session fixture (a trained sweep, an installed plugin) are
-# built once that way; tests that start Ray clusters share one group. The budget tests, which read the
-# host's shared-memory total, run alone after the others (Makefile).
-# Every other test is spread over the workers one by one.
-XDIST_GROUPS = {"lemur": "lemur", "report": "report", "llm": "llm", "distributed": "host-memory",
-                "eval/test_eval_sweep.py": "host-memory", "boundary/test_cnn.py": "host-memory"}
+# How the suite is spread over pytest-xdist workers (`--dist loadscope`, Makefile): each module is one unit of
+# work, so its module-scoped fixtures (a generated space, a trained sweep, a Ray cluster) are built once rather
+# than once per worker; folders whose modules share an expensive session fixture are one unit. (xdist's own
+# `xdist_group` marks do not reach its scheduler under pytest 9, so the units are made here, by scheduler.)
+# The budget tests, which read the host's shared-memory total, run alone after the others (Makefile).
+UNIT_FOLDERS = {"lemur", "report", "llm"}
+# Units that take longest start first (measured wall seconds of a 2-core run, largest first), so that no
+# long unit starts last and leaves the other worker idle; the rest follow in collection order.
+LONGEST_FIRST = ("tests/lemur", "tests/test_generate_cli.py", "tests/distributed/test_ray_cluster.py",
+                 "tests/study/test_study_run.py", "tests/eval/test_eval_sweep.py", "tests/llm",
+                 "tests/eval/test_eval_halving.py", "tests/report", "tests/boundary/test_cnn.py",
+                 "tests/eval/test_eval_policies.py", "tests/trial/test_hostile_models.py",
+                 "tests/trial/test_reliability.py", "tests/tune/test_memory.py")
+
+
+def unit_of(nodeid: str) -> str:
+    """The unit of work of a test: its folder for UNIT_FOLDERS, else its module."""
+    parts = nodeid.split("::", 1)[0].split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 and parts[1] in UNIT_FOLDERS else "/".join(parts)
+
+
+class UnitScheduling(LoadScopeScheduling):
+    def _split_scope(self, nodeid: str) -> str:
+        return unit_of(nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    return UnitScheduling(config, log) if config.getvalue("dist") == "loadscope" else None
 
 
 def pytest_collection_modifyitems(config, items):
-    tests = Path(__file__).resolve().parent
+    rank = {u: k for k, u in enumerate(LONGEST_FIRST)}
+    first_seen: dict[str, int] = {}
     for item in items:
-        rel = Path(str(item.fspath)).resolve().relative_to(tests).parts
-        group = XDIST_GROUPS.get("/".join(rel)) or (XDIST_GROUPS.get(rel[0]) if len(rel) > 1 else None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+        first_seen.setdefault(unit_of(item.nodeid), len(first_seen))
+    items.sort(key=lambda it: (rank.get(unit_of(it.nodeid), len(rank)), first_seen[unit_of(it.nodeid)]))

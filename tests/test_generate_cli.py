@@ -1,4 +1,5 @@
 """The generator CLI end to end: output, manifest, idempotence, resume, bad input."""
+import importlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import time
 import pytest
 
 from ab.gpt.brute.fract.space.families import LayerFamily, LayerOption
+from ab.gpt.brute.fract.generation import handlers
 from ab.gpt.brute.fract.generation.generate import generate
 from ab.gpt.brute.fract.space.hookspecs import hookimpl
 from ab.gpt.brute.fract.generation.manifest import Manifest
@@ -37,6 +39,21 @@ def test_generates_valid_distinct_models_with_a_manifest(cli, tmp_path):
         assert x["params"] > 0 and x["flops"] > 0 and x["spec"]["channels"][0] == 8
         assert x["name"].startswith(f"FractalNet-N{x['spec']['depth']}-C{x['spec']['columns']}-")
     assert "6 new valid models" in r.stdout
+
+
+def test_the_generation_driver_never_imports_torch(repo, tmp_path):
+    """Models are built and checked in the jails only: the driver renders, checks statically and writes, so
+    it spares every run torch's import. The handlers it names are functions its jails can import."""
+    code = ("import atexit, runpy, sys\n"
+            "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr))\n"
+            f"sys.argv = ['AlterNNFN', *{SMALL!r}, '--limit', '1', '--models', {str(tmp_path / 'm')!r}]\n"
+            "runpy.run_module('ab.gpt.brute.fract.AlterNNFN', run_name='__main__')\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "1 new valid models" in r.stdout, r.stderr
+    assert r.stderr.strip().endswith("torch imported: False"), r.stderr
+    for name in (handlers.VALIDATE, *handlers.WARM):
+        module, function = name.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), name
 
 
 def test_relative_output_folder(cli, tmp_path):
@@ -74,7 +91,7 @@ def test_edited_or_deleted_model_is_regenerated(cli, tmp_path):
 def test_interrupted_run_resumes_without_redoing_or_losing_work(repo, tmp_path):
     out = tmp_path / "models"
     cmd = [sys.executable, "-m", GEN, "--depth", "1-3", "--columns", "1-4", "--channels", "8,16,16", "-q",
-           "--models", str(out)]
+           "--limit", "60", "--models", str(out)]
     proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     deadline = time.time() + 120
@@ -92,7 +109,8 @@ def test_interrupted_run_resumes_without_redoing_or_losing_work(repo, tmp_path):
     recs = manifest(out)
     names = [x["name"] for x in recs]
     assert len(names) == len(set(names))  # nothing recorded twice
-    assert before <= set(names)
+    assert before <= set(names) and len(before) < 60  # killed mid-run, then finished
+    assert len([x for x in recs if x["status"] == "valid"]) == 60
     assert f"{len(before)} already done" in r.stdout or f"{len(before) - 1} already done" in r.stdout
     valid = {x["name"] for x in recs if x["status"] == "valid"}
     assert {p.stem for p in out.glob("*.py")} == valid  # no stray or missing files
