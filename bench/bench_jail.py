@@ -32,14 +32,14 @@ from ab.gpt.brute.fract.trial.executors import LocalExecutor  # noqa: E402
 from ab.gpt.brute.fract.trial.jail import model_uid  # noqa: E402
 from ab.gpt.brute.fract.trial.runner import config_hash  # noqa: E402
 from ab.gpt.brute.fract.trial.session import Jail  # noqa: E402
-from ab.gpt.brute.fract.generation import validate, warm  # noqa: E402
+from ab.gpt.brute.fract.generation import handlers, warm  # noqa: E402
 
 SUBSET = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-subset" / "cifar-10-batches-py"
 
 
 def startup(fresh: int, forks: int) -> None:
     limits = TrialLimits()
-    trial = Trial("validate", warm.WARM_MODEL, {"mode": "meta"}, 120, handler=validate.TRIAL_HANDLER)
+    trial = Trial("validate", warm.WARM_MODEL, {"mode": "meta"}, 120, handler=handlers.VALIDATE)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         for k in range(fresh):
@@ -63,9 +63,9 @@ def validation(n: int) -> None:
     space = list(Space.default(reg))
     codes = [render(s, reg) for s in space[::max(1, len(space) // n)][:n]]
     rates = {}
-    job = lambda c: Trial("validate", c, {"mode": "meta"}, 120, handler=validate.TRIAL_HANDLER)  # noqa: E731
+    job = lambda c: Trial("validate", c, {"mode": "meta"}, 120, handler=handlers.VALIDATE)  # noqa: E731
     for unsafe in (False, True, False, True):
-        with LocalExecutor(2, TrialLimits(), unsafe_no_jail=unsafe, warm=warm.HANDLERS) as ex:
+        with LocalExecutor(2, TrialLimits(), unsafe_no_jail=unsafe, warm=handlers.WARM) as ex:
             for f in [ex.submit(job(c)) for c in codes[:2]]:
                 f.result()
             t0 = time.perf_counter()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from ab.gpt.brute.fract.generation.generate import generate
-from ab.gpt.brute.fract.generation.validate import TRIAL_HANDLER as VALIDATE
+from ab.gpt.brute.fract.generation.handlers import VALIDATE
 from ab.gpt.brute.fract.generation.codecheck import check_contract, check_source
 from ab.gpt.brute.fract.space.generators import Request
 from ab.gpt.brute.fract.space.registry import build_registry

@@ -305,5 +305,3 @@ def validate_trial(path: str, config: dict) -> dict:
     """The jailed worker's handler of a validate trial: `check_model_file` with the trial's config."""
     return check_model_file(path, **config)
 
-
-TRIAL_HANDLER = f"{__name__}:validate_trial"

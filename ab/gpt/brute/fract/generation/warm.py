@@ -1,4 +1,4 @@
-"""What a generation jail's zygote runs once before it forks (named to the jail by `HANDLERS`): validations
+"""What a generation jail's zygote runs once before it forks (named to the jail by `handlers.WARM`): validations
 of trusted models, so that each forked validation finds torch's lazy state and meta kernels ready."""
 from __future__ import annotations
 
@@ -54,5 +54,3 @@ def warm_space(scratch: Path) -> None:
     finally:
         path.unlink(missing_ok=True)
 
-
-HANDLERS = (f"{__name__}:warm_up", f"{__name__}:warm_space")

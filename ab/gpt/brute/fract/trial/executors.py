@@ -32,7 +32,7 @@ class LocalExecutor:
     def __init__(self, workers: int, limits: TrialLimits, scratch: Path | None = None,
                  data: dict[str, str] | None = None, threads: int = 1, cuda: bool = False,
                  unsafe_no_jail: bool = False, warm: tuple[str, ...] = (), gpus: list[Gpu] | None = None,
-                 harden: bool = True) -> None:
+                 harden: bool = True, collapse_heap: bool = False) -> None:
         if not unsafe_no_jail:
             require_bwrap()  # one clear line now, before anything runs
         self.workers, self.limits = max(1, len(gpus) if gpus else workers), limits
@@ -41,7 +41,8 @@ class LocalExecutor:
         self.slot_gpu: list[Gpu | None] = list(gpus) if gpus else [None] * self.workers
         self.configs = [JailConfig(scratch=root / f"jail{k}", scratch_mb=limits.disk_mb, data=dict(data or {}),
                                    threads=threads, uid=model_uid(k), cuda=cuda and not gpus, gpu=self.slot_gpu[k],
-                                   unsafe_no_jail=unsafe_no_jail, warm=warm, harden=harden)
+                                   unsafe_no_jail=unsafe_no_jail, warm=warm, harden=harden,
+                                   collapse_heap=collapse_heap)
                         for k in range(self.workers)]
         self._assigned: list[collections.deque] = [collections.deque() for _ in range(self.workers)]
         self._shared: collections.deque = collections.deque()  # submitted while no slot was free: any slot takes it
