@@ -19,6 +19,7 @@ from ab.gpt.brute.fract.trial.executors import LocalExecutor
 from ab.gpt.brute.fract.trial.gpus import Gpu, device_nodes, gpu_fault, select, slot_gpus
 from ab.gpt.brute.fract.trial.jail import JailConfig, bwrap_command
 from ab.gpt.brute.fract.tune import gpu_packing, probe
+from ab.gpt.brute.fract.tune.budget import ProbeBudget
 from ab.gpt.brute.fract.tune.policies import SweepPolicies
 from ab.gpt.brute.fract.tune.synthetic import ShapeClass
 from ab.gpt.brute.fract.util.cli import parse_device
@@ -184,6 +185,7 @@ def test_sweep_takes_trials_per_gpu_from_the_probe_figures(monkeypatch, tmp_path
     seen = []
     monkeypatch.setattr(gpu_packing, "measure", lambda shape, batch, variant, device, cache: (
         seen.append((shape.key, variant, device)) or recorded, True))
+    monkeypatch.setattr(gpu_packing, "cache_key", lambda device, shape, batch: f"fake GPU | {shape} | {batch}")
     pol = SweepPolicies(False, False, "off", "auto", "cuda", 16, 1, 100, tmp_path / "tune.json", lambda m: None)
     spec = {"channels": [16, 32, 64], "columns": 2, "depth": 3}
     many = [ModelEntry(f"M{k}", Path(f"M{k}.py"), spec, 10**6) for k in range(10)]
@@ -197,6 +199,34 @@ def test_sweep_takes_trials_per_gpu_from_the_probe_figures(monkeypatch, tmp_path
     assert evaluate.ray_gpus_per_trial(cfg, True, 4) == 0.25 and evaluate.ray_gpus_per_trial(cfg, False, 4) == 0.0
     cfg.gpus_per_trial = 0.5
     assert evaluate.ray_gpus_per_trial(cfg, True, 4) == 0.5
+
+
+def test_the_packing_probe_runs_only_where_the_sweep_pays_for_it(monkeypatch, tmp_path):
+    """A sweep whose probe budget is below the probe's cost keeps 1 trial per GPU and says why; figures already
+    cached are used whatever the budget; a probe that runs is charged to the budget."""
+    probed = []
+    entry = {"measured": {"1": 2100.0, "2": 4000.0, "4": 7300.0, "8": 7500.0}, "peak_bytes": 300 << 20, "probe_s": 9.0}
+
+    def fake_measure(shape, batch, variant, device, cache):  # the real one's caching, a recorded probe
+        return cache.get_or_measure("gpu-packing", gpu_packing._key(shape, batch, variant, device),
+                                    lambda: probed.append(shape.key) or entry)
+
+    monkeypatch.setattr(gpu_packing, "measure", fake_measure)
+    monkeypatch.setattr(gpu_packing, "cache_key", lambda device, shape, batch: f"fake GPU | {shape} | {batch}")
+    pol = SweepPolicies(False, False, "off", "auto", "cuda", 16, 1, 100, tmp_path / "tune.json", lambda m: None)
+    spec = {"channels": [16, 32, 64], "columns": 2, "depth": 3}
+    many = [ModelEntry(f"M{k}", Path(f"M{k}.py"), spec, 10**6) for k in range(10)]
+    cfg = SweepConfig(models=tmp_path, out=tmp_path, device="cuda")
+    said = []
+    pol.budget = ProbeBudget.for_sweep(100.0)  # 5 s of probing for a ~100 s sweep: less than the probe takes
+    k, rec = evaluate.decide_trials_per_gpu(cfg, pol, many, GPUS[:2], said.append)
+    assert k == 1 and probed == [] and "not probed: probing trials per GPU would take ~15.0 s" in rec["reason"]
+    assert "trials per GPU auto: 1 (not probed" in said[0]
+    pol.budget = ProbeBudget.for_sweep(1000.0)  # 50 s: the probe runs and is charged
+    assert evaluate.decide_trials_per_gpu(cfg, pol, many, GPUS[:2], said.append)[0] == 4
+    assert probed == ["w16-32-64_c2"] and pol.budget.spent_s == 9.0
+    pol.budget = ProbeBudget.for_sweep(10.0)  # cached figures cost nothing: used even on a tiny sweep
+    assert evaluate.decide_trials_per_gpu(cfg, pol, many, GPUS[:2], said.append)[0] == 4 and len(probed) == 1
 
 
 def test_packed_trials_share_the_gpu_memory_for_checkpointing(tmp_path):

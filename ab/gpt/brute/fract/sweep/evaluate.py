@@ -478,7 +478,14 @@ def decide_trials_per_gpu(cfg: SweepConfig, pol: SweepPolicies, population: list
     shape = dominant_shape([(e.spec, e.flops) for e in population])
     variant = pol.variant_for(shape)
     device = f"cuda:{gpus[0].index}"
+    if gpu_packing.cached(shape, cfg.batch, variant, device, pol.cache) is None \
+            and not pol.budget.allows(gpu_packing.PROBE_S):  # a sweep too short for the probe to pay
+        why = pol.budget.refusal("trials per GPU", gpu_packing.PROBE_S)
+        say(f"trials per GPU auto: 1 ({why})")
+        return 1, {"trials_per_gpu": 1, "reason": f"auto: 1 trial per GPU, {why}", "shape": shape.key}
     entry, cached = gpu_packing.measure(shape, cfg.batch, variant, device, pol.cache)
+    if not cached:
+        pol.budget.spend(float(entry.get("probe_s") or gpu_packing.PROBE_S))
     d = gpu_packing.decide(gpu_packing.figures(entry), int(entry["peak_bytes"]), gpus[0].memory)
     k = min(d["trials_per_gpu"], -(-trials // len(gpus)))  # no slot left idle
     say(f"trials per GPU auto: {d['reason']} (class {shape.key}, {variant}"

@@ -24,6 +24,7 @@ from .synthetic import ShapeClass
 CANDIDATES = (1, 2, 4, 8)
 MEMORY_SHARE = 0.9  # of a GPU's memory that the packed trials may take together
 CONTEXT_BYTES = 512 << 20  # a process's CUDA context and allocator slack beyond its measured peak
+PROBE_S = 15.0  # what the probe costs (13 s measured on an H200): a sweep's probe budget must allow it
 
 
 def decide(measured: dict[int, float], peak_bytes: int, gpu_memory: int, margin: float = MARGIN) -> dict:
@@ -92,6 +93,15 @@ def probe_rounds(shape: ShapeClass, batch: int, variant: str, device: str = "cud
                 p.kill()
 
 
+def _key(shape: ShapeClass, batch: int, variant: str, device: str) -> str:
+    return f"{cache_key(device, shape.key, batch)} | {variant}"
+
+
+def cached(shape: ShapeClass, batch: int, variant: str, device: str, cache: TuneCache) -> dict | None:
+    """The cached figures of this GPU model and class, or None (then only `measure` would know)."""
+    return cache.get("gpu-packing", _key(shape, batch, variant, device))
+
+
 def measure(shape: ShapeClass, batch: int, variant: str, device: str, cache: TuneCache | None = None,
             **probe_kw) -> tuple[dict, bool]:
     """(entry, cached): {"measured": {count: best aggregate images/s}, "rounds", "peak_bytes", "probe_s"},
@@ -105,7 +115,7 @@ def measure(shape: ShapeClass, batch: int, variant: str, device: str, cache: Tun
                 r["rounds"].items()}, "peak_bytes": r["peak_bytes"], "probe_s": round(time.perf_counter() - started, 1),
                 "probed": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
-    return cache.get_or_measure("gpu-packing", f"{cache_key(device, shape.key, batch)} | {variant}", run)
+    return cache.get_or_measure("gpu-packing", _key(shape, batch, variant, device), run)
 
 
 def figures(entry: dict) -> dict[int, float]:
