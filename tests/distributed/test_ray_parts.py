@@ -10,6 +10,7 @@ import pytest
 from ab.gpt.brute.fract.sweep.evaluate import ModelEntry
 from ab.gpt.brute.fract.sweep.order import longest_first
 from ab.gpt.brute.fract.trial import ray_node
+from ab.gpt.brute.fract.trial.jail import bwrap_command
 from ab.gpt.brute.fract.trial.protocol import ProtocolError
 from tests.eval.evalkit import run_cli
 
@@ -36,6 +37,16 @@ def test_relay_thins_progress_and_keeps_every_other_frame_in_order(monkeypatch):
     kinds = [i[1]["type"] if i[0] == "frame" else i[0] for i in items]
     assert kinds[-2:] == ["epoch", "exit"] and items[-1] == ("exit", {"code": 0}, "tail")
     assert items[-2][2] == [b"logits", b"state"]
+
+
+def test_a_node_jail_gets_the_trial_scratch_budget():
+    """A node's jail sizes its scratch tmpfs by the trial's disk budget, as a local jail does; a different
+    budget gets a jail of its own."""
+    small = ray_node._JailHost.get({}, 1, False, 96)
+    assert small.cfg.scratch_mb == 96 and ray_node._JailHost.get({}, 1, False, 96) is small
+    assert ray_node._JailHost.get({}, 1, False, 512).cfg.scratch_mb == 512
+    cmd = bwrap_command(small.cfg)
+    assert cmd[cmd.index("--size") + 1:cmd.index("--size") + 3] == [str(96 << 20), "--tmpfs"]
 
 
 def test_relay_refuses_a_flood_of_frames(monkeypatch):

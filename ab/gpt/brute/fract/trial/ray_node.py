@@ -121,17 +121,17 @@ class _JailHost:
     _lock = threading.Lock()
 
     @classmethod
-    def get(cls, data: dict[str, str], threads: int, cuda: bool) -> "_JailHost":
-        key = (tuple(sorted(data.items())), threads, cuda)
+    def get(cls, data: dict[str, str], threads: int, cuda: bool, scratch_mb: int) -> "_JailHost":
+        key = (tuple(sorted(data.items())), threads, cuda, scratch_mb)
         with cls._lock:
             if key not in cls._hosts:
-                cls._hosts[key] = cls(data, threads, cuda)
+                cls._hosts[key] = cls(data, threads, cuda, scratch_mb)
             return cls._hosts[key]
 
-    def __init__(self, data: dict[str, str], threads: int, cuda: bool) -> None:
+    def __init__(self, data: dict[str, str], threads: int, cuda: bool, scratch_mb: int) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="fractal-ray-jail-")  # removed when the worker exits
         self.cfg = JailConfig(scratch=Path(self.tmp.name) / "jail", data=data, threads=threads, uid=model_uid(0),
-                              cuda=cuda)
+                              cuda=cuda, scratch_mb=scratch_mb)
         self.jail: Jail | None = None
         self.todo: queue.Queue = queue.Queue()
         threading.Thread(target=self._serve, daemon=True).start()
@@ -182,7 +182,7 @@ def run_trial(trial: Trial, limits: TrialLimits, digest: str, names: dict[str, s
     if cuda:
         trial = on_assigned_gpu(trial, ray.get_gpu_ids())
     out: queue.Queue = queue.Queue()
-    _JailHost.get(data, threads, cuda).run(trial, limits, out)
+    _JailHost.get(data, threads, cuda, limits.disk_mb).run(trial, limits, out)
     while True:
         item = out.get()
         yield item
