@@ -64,7 +64,7 @@ def run(args: list[str], cwd: Path, cache: Path | None, checkout: Path = REPO) -
 
 def generate(root: Path, name: str, args: list[str]) -> Path:
     out = root / name
-    run(["ab.gpt.brute.fract.AlterNNFN", *args, "--out", str(out), "-q"], root, None)
+    run(["ab.gpt.brute.fract.AlterNNFN", *args, "--models", str(out), "-q"], root, None)
     return out
 
 
@@ -120,7 +120,7 @@ def main() -> None:
         nonlocal n
         n += 1
         start_load = load()
-        wall, out = run(sweep + ["--out", str(root / f"out{n}")], root, cache, checkout)
+        wall, out = run(sweep + ["--results", str(root / f"out{n}")], root, cache, checkout)
         walls[label].append(wall)
         print(f"  {label:13s} {wall:6.1f} s  (load {start_load}; {probes(out)})", flush=True)
         return wall
@@ -168,7 +168,7 @@ def main() -> None:
     for i in range(a.plan_repeats):
         for label, checkout in [("plan", REPO)] + ([("baseline plan", a.baseline)] if a.baseline else []):
             start_load = load()
-            wall, out = run(plan + ["--out", str(root / f"plan-out{i}")], root, root / f"plan-{label}-{i}.json",
+            wall, out = run(plan + ["--results", str(root / f"plan-out{i}")], root, root / f"plan-{label}-{i}.json",
                             checkout)
             plan_walls[label].append(wall)
             print(f"  {label:13s} {wall:6.1f} s  (load {start_load}; {probes(out)})", flush=True)

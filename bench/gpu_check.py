@@ -362,7 +362,7 @@ def s_boundary(sec, ctx) -> None:
     out = ctx["tmp"] / "map"
     t = time.perf_counter()
     run_cmd(["-m", "ab.gpt.brute.fract.boundary", "map", "--res", str(res), "--device", ctx["device"], "--tile", "256",
-             "--chunk", "16384", "--out", str(out)], ctx["tmp"], max(30, ctx["budget"].left() - 60))
+             "--chunk", "16384", "--maps", str(out)], ctx["tmp"], max(30, ctx["budget"].left() - 60))
     wall = time.perf_counter() - t
     flops = res * res * steps * engine.matmul_flops_per_step(width, samples)
     figure(sec, f"boundary map {res}x{res}", wall, "s", f"width {width}, {steps} steps, whole command")

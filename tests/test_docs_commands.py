@@ -412,6 +412,41 @@ def test_flags_quoted_in_prose_exist():
     assert unknown == []
 
 
+def help_examples() -> list[Shown]:
+    """The example commands in the epilog of every (sub)command of nn-gpt-fractal (its --help)."""
+    root = console_script("nn-gpt-fractal")
+    found: list[Shown] = []
+
+    def walk(cmd: click.Command, ctx: click.Context, path: tuple[str, ...]) -> None:
+        text = re.sub(r"\\\n\s*", " ", cmd.epilog or "")  # continuation lines joined
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith(("nn-gpt-fractal ", "python -m ab.gpt")):
+                found.append(Shown(f"nn-gpt-fractal {' '.join(path)} --help".replace("  ", " "), tuple(shlex.split(line, comments=True))))
+        if isinstance(cmd, click.Group):
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                if sub is not None:
+                    walk(sub, click.Context(sub, info_name=name, parent=ctx), (*path, name))
+
+    walk(root, click.Context(root, info_name="nn-gpt-fractal"), ())
+    return found
+
+
+HELP_EXAMPLES = help_examples()
+
+
+def test_help_examples_use_the_one_entry_point():
+    """Every subcommand's --help shows examples, written as `nn-gpt-fractal ...` (the form the README uses)."""
+    assert len(HELP_EXAMPLES) >= 20 and {s.argv[0] for s in HELP_EXAMPLES} == {"nn-gpt-fractal"}, \
+        sorted({str(s) for s in HELP_EXAMPLES if s.argv[0] != "nn-gpt-fractal"})
+
+
+@pytest.mark.parametrize("shown", HELP_EXAMPLES, ids=[f"{s.where}:{' '.join(s.argv[1:4])}" for s in HELP_EXAMPLES])
+def test_help_example_parses(shown):
+    assert problems_of(shown) == [], str(shown)
+
+
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 

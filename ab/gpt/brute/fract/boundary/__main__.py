@@ -120,10 +120,10 @@ cli.add_command(cnn_cmd)
 @cli.command("map", short_help="compute one map: <name>.npy, <name>.json, <name>.png, <name>_raw.png", epilog="""Examples:
 
 \b
-  python -m ab.gpt.brute.fract.boundary map --res 256 --maps out/boundary
-  python -m ab.gpt.brute.fract.boundary map --x-knob lr --x-lo 0.01 --x-hi 100 --y-knob offset --y-lo -2 --y-hi 2 \\
+  nn-gpt-fractal boundary map --res 256 --maps out/boundary
+  nn-gpt-fractal boundary map --x-knob lr --x-lo 0.01 --x-hi 100 --y-knob offset --y-lo -2 --y-hi 2 \\
       --y-linear --maps out/lr-offset
-  python -m ab.gpt.brute.fract.boundary map --res 1024 --device cuda --maps out/big""")
+  nn-gpt-fractal boundary map --res 1024 --device cuda --maps out/big""")
 @_common_options("<name>.npy, .json, .png, _raw.png and the finished tiles", name=True)
 @_grid_options
 def map_cmd(out_dir, name, quiet, **kw):
@@ -144,8 +144,8 @@ def map_cmd(out_dir, name, quiet, **kw):
 @cli.command("zoom", short_help="recompute frames zooming toward a border point: zoom.gif (+ zoom.mp4)", epilog="""Examples:
 
 \b
-  python -m ab.gpt.brute.fract.boundary zoom --frames 24 --maps out/zoom
-  python -m ab.gpt.brute.fract.boundary zoom --frames 8 --factor 4 --centre-x 300 --centre-y 90 --maps out/zoom4""")
+  nn-gpt-fractal boundary zoom --frames 24 --maps out/zoom
+  nn-gpt-fractal boundary zoom --frames 8 --factor 4 --centre-x 300 --centre-y 90 --maps out/zoom4""")
 @_common_options("frame_NNN/ maps, zoom.gif (and zoom.mp4 with ffmpeg)", name=False)
 @cli_util.option_group(
     "Zoom",
@@ -177,8 +177,8 @@ def zoom_cmd(out_dir, frames, factor, centre_x, centre_y, ms, quiet, **kw):
 @cli.command("dimension", short_help="box-counting fractal dimension of the border of saved maps", epilog="""Examples:
 
 \b
-  python -m ab.gpt.brute.fract.boundary dimension out/boundary/map.npy
-  python -m ab.gpt.brute.fract.boundary dimension out/zoom --plot out/zoom/loglog.png -q""")
+  nn-gpt-fractal boundary dimension out/boundary/map.npy
+  nn-gpt-fractal boundary dimension out/zoom --plot out/zoom/loglog.png -q""")
 @click.argument("paths", nargs=-1, required=True, type=cli_util.Path(exists=True))
 @cli_util.option_group(
     "Common",

@@ -17,9 +17,9 @@ from .config import Axis, check_memory
                short_help="the same map for a LEMUR model file trained on CIFAR-10 (lr x momentum)", epilog="""Examples:
 
 \b
-  python -m ab.gpt.brute.fract.boundary cnn --model out/fractal/FractalNet-N1-C2-....py --res 8
-  python -m ab.gpt.brute.fract.boundary cnn --model M.py --grid lr-groups --lr-range 0.001 1 --device cuda
-  python -m ab.gpt.brute.fract.boundary cnn --model M.py --res 32 --executor ray --address HEAD_IP:6379""")
+  nn-gpt-fractal boundary cnn --model out/fractal/FractalNet-N1-C2-....py --res 8
+  nn-gpt-fractal boundary cnn --model M.py --grid lr-groups --lr-range 0.001 1 --device cuda
+  nn-gpt-fractal boundary cnn --model M.py --res 32 --executor ray --address HEAD_IP:6379""")
 @cli_util.option_group(
     "Common",
     cli_util.option("--model", "model_path", type=cli_util.Path(dir_okay=False), required=True,

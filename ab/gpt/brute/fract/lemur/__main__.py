@@ -22,8 +22,8 @@ def main():
     """LEMUR (nn-dataset) round-trip commands."""
 
 
-@main.command(epilog="Examples:\n\n\b\n  python -m ab.gpt.brute.fract.lemur migrate\n"
-                     "  python -m ab.gpt.brute.fract.lemur migrate --models out/fractal --results new_lemur "
+@main.command(epilog="Examples:\n\n\b\n  nn-gpt-fractal lemur migrate\n"
+                     "  nn-gpt-fractal lemur migrate --models out/fractal --results new_lemur "
                      "--db db/ab.nn.db")
 @cli_util.option_group(
     "Common",

@@ -27,7 +27,7 @@ def main():
     seeds for the selection), and write results.csv, the report and the findings next to the file."""
 
 
-@main.command("run", epilog="Example:\n\n\b\n  python -m ab.gpt.brute.fract.study run studies/cifar10-subset/study.toml")
+@main.command("run", epilog="Example:\n\n\b\n  nn-gpt-fractal study run studies/cifar10-subset/study.toml")
 @STUDY
 @cli_util.option_group("Common", cli_util.quiet_option("no progress bars (e.g. when logging to a file)"))
 def run_cmd(study, quiet):
@@ -42,7 +42,7 @@ def run_cmd(study, quiet):
     return 0
 
 
-@main.command("plan", epilog="Example:\n\n\b\n  python -m ab.gpt.brute.fract.study plan studies/cifar10-subset/study.toml "
+@main.command("plan", epilog="Example:\n\n\b\n  nn-gpt-fractal study plan studies/cifar10-subset/study.toml "
                              "--calibrate")
 @STUDY
 @cli_util.option_group(
@@ -55,7 +55,7 @@ def plan_cmd(study, calibrate):
     return 0
 
 
-@main.command("verify", epilog="Example:\n\n\b\n  python -m ab.gpt.brute.fract.study verify studies/cifar10-subset "
+@main.command("verify", epilog="Example:\n\n\b\n  nn-gpt-fractal study verify studies/cifar10-subset "
                                "--rows 3")
 @STUDY
 @cli_util.option_group(
