@@ -7,6 +7,7 @@ interrupted run resumes, and nothing that exists is ever wiped.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import shutil
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -61,6 +62,7 @@ def exclusive(folder: Path):
 
 
 COLLAPSE_FROM = 250  # validations from which the zygote's heap collapse (0.7 s once, 3 ms less per fork) pays
+WARM_SPACE_FROM = 40  # validations from which warming every layer combination (2-3 s once per jail) pays
 
 
 def file_intact(folder: Path, record: dict) -> bool:
@@ -165,11 +167,13 @@ def _run(proposals, registry, out, manifest, *, limit, generator, workers, mode,
                 settle(f)
 
     # validation runs forward and backward passes of the model: each in its own jailed process; a run that
-    # is to add only a few models starts no more jails than it needs and skips the zygote's heap collapse
+    # is to add only a few models starts no more jails than it needs and skips the warm-ups that pay only
+    # over many validations
     wanted = None if limit is None else max(1, limit - len(manifest.valid()))
-    with LocalExecutor(workers if wanted is None else min(workers, wanted), TrialLimits(cpu_s=int(timeout) + 60),
-                       unsafe_no_jail=unsafe_no_jail, warm=handlers.WARM,
-                       collapse_heap=wanted is None or wanted >= COLLAPSE_FROM) as box:
+    many = math.inf if wanted is None else wanted
+    with LocalExecutor(min(workers, many), TrialLimits(cpu_s=int(timeout) + 60), unsafe_no_jail=unsafe_no_jail,
+                       warm=handlers.WARM if many >= WARM_SPACE_FROM else (handlers.WARM_UP,),
+                       collapse_heap=many >= COLLAPSE_FROM) as box:
         items = iter(proposals)
         while True:
             # ask for another proposal only while the pending ones could still leave the limit unmet
