@@ -34,13 +34,11 @@ setup: $(VENV)/.pkg
 demo: setup system-deps
 	$(PY) -m ab.gpt.brute.fract.demo
 
-# Tests run on every core (pytest-xdist); the 15 slowest are listed at the end.
+# Tests run on every core (pytest-xdist), one unit of work per module (tests/conftest.py); the 15 slowest
+# are listed at the end.
 TEST_WORKERS ?= auto
-# the budget tests read the host's shared-memory total: they run alone, after the others
-ALONE := tests/trial/test_budgets.py
 test: setup system-deps
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=15 --ignore=$(ALONE)
-	$(PY) -m pytest -q $(ALONE)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=15
 
 bench: setup
 	$(PY) bench/bench_generate.py

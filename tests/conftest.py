@@ -85,14 +85,13 @@ def tune_cache(tmp_path_factory) -> Path:
 # work, so its module-scoped fixtures (a generated space, a trained sweep, a Ray cluster) are built once rather
 # than once per worker; folders whose modules share an expensive session fixture are one unit. (xdist's own
 # `xdist_group` marks do not reach its scheduler under pytest 9, so the units are made here, by scheduler.)
-# The budget tests, which read the host's shared-memory total, run alone after the others (Makefile).
 UNIT_FOLDERS = {"lemur", "report", "llm"}
 # Units that take longest start first (measured wall seconds of a 2-core run, largest first), so that no
 # long unit starts last and leaves the other worker idle; the rest follow in collection order.
 LONGEST_FIRST = ("tests/lemur", "tests/test_generate_cli.py", "tests/distributed/test_ray_cluster.py",
                  "tests/study/test_study_run.py", "tests/eval/test_eval_sweep.py", "tests/llm",
                  "tests/eval/test_eval_halving.py", "tests/report", "tests/boundary/test_cnn.py",
-                 "tests/eval/test_eval_policies.py", "tests/trial/test_hostile_models.py",
+                 "tests/eval/test_eval_policies.py", "tests/trial/test_budgets.py", "tests/trial/test_hostile_models.py",
                  "tests/trial/test_reliability.py", "tests/tune/test_memory.py")
 
 
