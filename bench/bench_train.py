@@ -160,10 +160,10 @@ def nn_dataset(name: str, root: Path, epochs: int = 1, batch: int = 16) -> float
 
 
 def figures(stat: dict) -> dict:
-    """Our block of one stat record with the trial's own figures (images/s, peak memory, epoch times: under
-    `self_reported`, since the model's process measured them) read alongside the driver's."""
-    o = stat["nn_gpt_fractal"]
-    return {**(o.get("self_reported") or {}), **{k: v for k, v in o.items() if k != "self_reported"}}
+    """One stat record with our block's figures, the trial's own claims (images/s, peak memory) among them."""
+    from ab.gpt.brute.fract.lemur.stats import trial_figures
+
+    return trial_figures(stat)
 
 
 def utilisation(stat: dict, flops: int, spec: dict, device: str = "cpu",

@@ -5,6 +5,7 @@ import sqlite3
 
 import pytest
 
+from ab.gpt.brute.fract.lemur.stats import trial_figures
 from ab.gpt.brute.fract.report.build import build_report
 from ab.gpt.brute.fract.report.load import ResultsError, load_results
 from ab.gpt.brute.fract.space.spec import ArchSpec
@@ -98,6 +99,20 @@ def test_spec_from_the_copied_model_file_when_the_record_has_none(tmp_path):
     m = load_results(tmp_path).models.iloc[0]
     assert (m["depth"], m["columns"], m["norm"]) == (1, 2, "bn")
     assert math.isnan(m["acc_std"])  # one seed: no spread
+
+
+def test_a_running_models_figures_include_what_its_trial_reported(tmp_path):
+    """A stat trial of ours keeps the trial's own epoch time and peak memory under `self_reported`: a
+    running model's row shows them (nn-dataset's duration is only the fallback)."""
+    results = tmp_path / "new_lemur"
+    stat = results / "stat" / "train" / f"img-classification_cifar-10_acc_{SPEC.name}" / "1.json"
+    stat.parent.mkdir(parents=True)
+    stat.write_text(json.dumps([{"accuracy": 0.4, "duration": 2e9, "train_stat": {"train_loss": 2.2},
+                                 "nn_gpt_fractal": {"seed": 0, "device": "cpu", "self_reported": {
+                                     "epoch_time_s": 1.5, "peak_memory_mb": 40.0, "device": "cuda"}}}]))
+    run = load_results(results).models.set_index("model").loc[SPEC.name]
+    assert run["status"] == "running" and run["epoch_time_s"] == pytest.approx(1.5)
+    assert trial_figures(json.loads(stat.read_text())[0])["device"] == "cpu"  # the driver's word wins
 
 
 def test_db_results_are_read_and_marked_registered(tmp_path):

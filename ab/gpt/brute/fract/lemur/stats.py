@@ -125,6 +125,16 @@ def stat_trials(name: str, config: dict, seeds: list[dict], spec: dict | None = 
     return out
 
 
+def trial_figures(trial: dict) -> dict:
+    """A stat trial read back with our block's figures beside nn-dataset's keys: the driver's, and where the
+    driver has none the trial's own claims (`self_reported`: images/s, peak memory, epoch times)."""
+    ours = trial.get(EXTRA)
+    if not isinstance(ours, dict):
+        return dict(trial)
+    claims = ours.get("self_reported") if isinstance(ours.get("self_reported"), dict) else {}
+    return {**claims, **trial, **{k: v for k, v in ours.items() if k != "self_reported"}}
+
+
 def importable(trial: dict) -> dict:
     """A trial as nn-dataset's JSON import hands it to `save_stat`: values that are dicts or lists are
     dropped, train_stat is kept (ab.nn.util.db.Write.json_train_to_db)."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..lemur.stats import trial_figures
 from ..space.spec import ArchSpec, SpecError
 from ..space.registry import default_registry
 from ..sweep.results import WORK
@@ -163,8 +164,7 @@ def _seeds_from_trials(model: str, by_epoch: dict[int, list]) -> list[dict]:
     seeds: dict[Any, dict] = {}
     for epoch in sorted(by_epoch):
         for i, t in enumerate(by_epoch[epoch]):
-            if isinstance(t.get("nn_gpt_fractal"), dict):  # our measurements (lemur/stats.py)
-                t = {**t, **t["nn_gpt_fractal"]}
+            t = trial_figures(t)  # our block's figures too (lemur/stats.py)
             seed = t.get("seed", i)
             ts = t.get("train_stat") if isinstance(t.get("train_stat"), dict) else {}
             dur = _num(t.get("epoch_time_s"))  # NNEval's; nn-dataset's duration may count from the start
