@@ -75,6 +75,7 @@ from ab.gpt.brute.fract.trial.session import Jail  # noqa: E402
 from ab.gpt.brute.fract.tune import gpu_packing, probe  # noqa: E402
 from ab.gpt.brute.fract.tune.cache import TuneCache  # noqa: E402
 from ab.gpt.brute.fract.tune.synthetic import shape_class_of_spec  # noqa: E402
+from ab.gpt.brute.fract.util.atomic import write_text  # noqa: E402
 from bench_train import figures, nn_dataset, ours, utilisation  # noqa: E402
 from lemur.lemurkit import checkout  # noqa: E402
 
@@ -107,10 +108,7 @@ class Report:
         ok = all(s["ok"] for s in self.sections.values())
         body = {"ok": ok and done, "finished": done, "seconds": round(time.perf_counter() - self.started, 1),
                 **self.head, "sections": self.sections, "goals": self.goals}
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.out.with_name(self.out.name + ".tmp")
-        tmp.write_text(json.dumps(body, indent=2, default=str))
-        tmp.replace(self.out)
+        write_text(self.out, json.dumps(body, indent=2, default=str))
         return ok
 
     def run(self, name: str, fn, budget: Budget, need_s: float) -> None:
