@@ -168,6 +168,17 @@ def test_hostile_model_is_contained(name, env, prepared, alone):
     assert model_processes(mine) == [], "a model process outlived its trial"
 
 
+def test_a_model_knows_only_its_own_user(env, prepared):
+    """getpwuid works for the model's own uid (libraries ask at import time), and the jail's user list holds
+    the zygote's and the model's uids alone, never the host's."""
+    ex = env[0]
+    probe = model(init="import os, pwd\nraise RuntimeError('users: ' + ' '.join(f'{u.pw_name}={u.pw_uid}' "
+                       "for u in pwd.getpwall()) + ' me: ' + pwd.getpwuid(os.getuid()).pw_name)")
+    res = ex.submit(train_trial(probe, prepared)).result()
+    users = res.message.split("users: ", 1)[1]
+    assert users == f"{'root' if os.getuid() == 0 else 'driver'}={os.getuid()} model={ex.configs[0].uid} me: model"
+
+
 def test_kill_9_of_the_driver_leaves_no_jailed_process(prepared, tmp_path):
     """A driver runs a model that spawns detached children; kill -9 of the driver ends all of them."""
     code = model(init=(

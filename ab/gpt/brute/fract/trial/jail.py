@@ -23,6 +23,7 @@ from pathlib import Path
 
 import ab.gpt
 
+from ..util.atomic import write_text
 from .cgroup import Cgroups, CgroupUnavailable
 from .protocol import handler_module
 from .gpus import Gpu, dev_listing, device_nodes
@@ -158,16 +159,10 @@ def identity_files(cfg: JailConfig) -> list[tuple[str, str]]:
     users = {uid: ("root" if uid == 0 else "driver", gid), cfg.uid: ("model", cfg.uid)}
     files = {"passwd": "".join(f"{n}:x:{u}:{g}::{SCRATCH}:/bin/false\n" for u, (n, g) in users.items()),
              "group": "".join(f"{n}:x:{g}:\n" for n, g in dict(users.values()).items())}
-    out = []
     for name, text in files.items():
-        path = d / name
-        if not path.exists() or path.read_text() != text:
-            tmp = d / f".{name}.tmp"
-            tmp.write_text(text)
-            tmp.chmod(0o644)
-            tmp.replace(path)
-        out.append((str(path), f"/etc/{name}"))
-    return out
+        write_text(d / name, text, durable=False)
+        (d / name).chmod(0o644)  # read by the model uid
+    return [(str(d / name), f"/etc/{name}") for name in files]
 
 
 def worker_argv(cfg: JailConfig, control_fd: int = 3) -> list[str]:
@@ -194,6 +189,7 @@ def bwrap_command(cfg: JailConfig, bwrap: str = "bwrap", control_fd: int = 3, se
             cmd += ["--symlink", os.readlink(d), d]
         elif os.path.isdir(d):
             cmd += ["--ro-bind", d, d]
+    cmd += ["--perms", "0755", "--dir", "/etc"]  # the model uid reads what is bound there (bwrap would make it 0700)
     for f in SYSTEM_FILES:
         if os.path.exists(f):
             cmd += ["--ro-bind", f, f]
