@@ -169,8 +169,7 @@ def _run(proposals, registry, out, manifest, *, limit, generator, workers, mode,
     # validation runs forward and backward passes of the model: each in its own jailed process; a run that
     # is to add only a few models starts no more jails than it needs and skips the warm-ups that pay only
     # over many validations
-    wanted = None if limit is None else max(1, limit - len(manifest.valid()))
-    many = math.inf if wanted is None else wanted
+    many = math.inf if limit is None else max(1, limit - len(manifest.valid()))  # models still to add
     with LocalExecutor(min(workers, many), TrialLimits(cpu_s=int(timeout) + 60), unsafe_no_jail=unsafe_no_jail,
                        warm=handlers.WARM if many >= WARM_SPACE_FROM else (handlers.WARM_UP,),
                        collapse_heap=many >= COLLAPSE_FROM) as box:
