@@ -1,16 +1,20 @@
-"""Bad DB files and stat files (issue 9): a one-line error naming the file and what to do, exit 2,
+"""Bad DB files and stat files: a one-line error naming the file and what to do, exit 2,
 nothing lost; one corrupt stat file does not block the others' registration."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.eval.evalkit import make_root, run_cli
+from ab.gpt.brute.fract.lemur.register import check_db_file
+from ab.gpt.brute.fract.report.load import read_db
+from tests.eval.evalkit import REPO, make_root, run_cli
 
 OLD = Path(__file__).parent / "old_scheme"
 
@@ -33,10 +37,6 @@ def nneval(root: Path, db: Path, cifar: Path, prefix: list[str] = (), **kw):
             "--data-dir", str(cifar)]
     if not prefix:
         return run_cli("ab.gpt.NNEval", *args, cwd=root, check=False, **kw)
-    import os
-    import subprocess
-
-    from .lemurkit import REPO
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     return subprocess.run([*prefix, sys.executable, "-m", "ab.gpt.NNEval", *args], cwd=root, env=env,
                           capture_output=True, text=True, timeout=300)
@@ -98,3 +98,28 @@ def test_a_corrupt_stat_file_is_reported_and_the_rest_is_registered(done, cifar_
         per_model = dict(con.execute("SELECT nn, COUNT(*) FROM stat GROUP BY nn").fetchall())
     assert per_model == {names[1]: 4}  # the other model: 2 epochs x 2 seeds
     assert digest(bad) == before and (done / "results" / "runs" / f"{names[0]}.json").exists()
+
+
+KILLED_WRITER = """import os, sqlite3, sys
+con = sqlite3.connect(sys.argv[1])
+con.execute("PRAGMA cache_size = 1")  # pages spill to the file mid-transaction: the journal is hot
+con.execute("BEGIN")
+for k in range(300):
+    con.execute("INSERT INTO nn (name, code, id) VALUES (?, ?, ?)", (f"half-written-{k}", "x" * 4000, str(k)))
+os.kill(os.getpid(), 9)
+"""
+
+
+def test_a_writer_killed_mid_transaction_leaves_a_db_the_next_run_opens(tmp_path):
+    db = tmp_path / "ab.nn.db"
+    shutil.copy(OLD / "ab.nn.db", db)
+    with sqlite3.connect(db) as con:
+        before = con.execute("SELECT COUNT(*) FROM nn").fetchone()[0]
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(db)], capture_output=True)
+    assert proc.returncode == -9 and Path(f"{db}-journal").stat().st_size > 0
+    check_db_file(db)  # a read-only check could not roll the journal back and called the DB unreadable
+    assert not Path(f"{db}-journal").exists()
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT COUNT(*) FROM nn").fetchone()[0] == before
+    rows, registered = read_db(db, None)
+    assert rows and registered

@@ -23,11 +23,11 @@ import io
 import json
 import os
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..util.atomic import write_text
+from ..util.dbfile import connect_existing
 from .names import is_lemur_name, migrated_name
 from .stats import EXTRA, stat_dir
 from .register import LemurDB
@@ -157,7 +157,7 @@ def migrate_results(out: Path, report: Report) -> None:
 
 
 def db_old_names(db_file: Path, known: set[str]) -> list[str]:
-    con = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True)
+    con = connect_existing(db_file)
     try:
         names = {r[0] for r in con.execute("SELECT name FROM nn")} | {r[0] for r in con.execute("SELECT DISTINCT nn FROM stat")}
     finally:

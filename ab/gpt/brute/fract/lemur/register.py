@@ -27,11 +27,12 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from ..util.dbfile import connect_existing
 from .names import DATASET, METRIC, TASK, check_name
 from .stats import importable, stat_dir
-from . import metric
 
 _PATH_NAMES = ("db_file", "db_dir", "zst_db_file")
+METRIC_FILE = Path(__file__).with_name("metric.py")  # the acc metric code we register (read, not imported)
 TABLES = ("nn", "metric", "transform", "prm", "stat", "train_stat")
 
 
@@ -67,7 +68,7 @@ def check_db_file(path: Path) -> None:
     if path.stat().st_size == 0:
         raise DBError(f"LEMUR DB {path} is empty (0 bytes): {fix}")
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con = connect_existing(path)
         try:
             check = con.execute("PRAGMA quick_check").fetchone()[0]
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -172,7 +173,7 @@ class LemurDB:
         cur.execute("SELECT 1 FROM metric WHERE name = ?", (METRIC,))
         if cur.fetchone() is None:  # the full LEMUR DB has its own acc metric: keep it
 
-            self.write.code_to_db(cur, "metric", code=Path(metric.__file__).read_text(), force_name=METRIC)
+            self.write.code_to_db(cur, "metric", code=METRIC_FILE.read_text(), force_name=METRIC)
         for tr in sorted(transforms):
             if not (Path(self.write.nn_path("transform")) / f"{tr}.py").exists():
                 raise DBError(f"transform {tr!r} is not one of nn-dataset's transforms "

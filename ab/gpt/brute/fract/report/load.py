@@ -22,6 +22,7 @@ from ..lemur.stats import trial_figures
 from ..space.spec import ArchSpec, SpecError
 from ..space.registry import default_registry
 from ..sweep.results import WORK
+from ..util.dbfile import connect_existing
 from .aggregate import add_seed_aggregates
 
 FINISHED = ("trained", "diverged", "out-of-memory", "timed-out", "error")
@@ -208,7 +209,7 @@ def read_db(path: Path, names: set[str] | None) -> tuple[dict[str, list[dict]], 
     if not Path(path).is_file():
         raise ResultsError(f"LEMUR database {path} does not exist; drop --db or point it at db/ab.nn.db")
     try:
-        con = sqlite3.connect(f"file:{Path(path).absolute()}?mode=ro", uri=True)
+        con = connect_existing(path)
         try:
             rows = con.execute(
                 "SELECT s.nn, s.prm, s.epoch, s.accuracy, s.duration, t.train_loss, t.test_loss, "
