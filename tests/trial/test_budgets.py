@@ -39,7 +39,7 @@ SHM_LIST = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
 MEMFD = "import os\nfd = os.memfd_create('x')\nfor _ in range(1800):\n    os.write(fd, b'x' * (1 << 20))"
 CHILDREN = ("import os, time\nfor _ in range(5):\n    if os.fork() == 0:\n        b = bytearray(350 << 20)\n"
             "        for i in range(0, len(b), 4096):\n            b[i] = 1\n        time.sleep(60)\n        os._exit(0)\n"
-            "time.sleep(15)")
+            "time.sleep(5)")  # the children's 1,750 MB pass the 1,024 MB budget within a second
 BIG_FILES = ("for k in range(3):\n    with open(f'big{k}', 'wb') as f:\n        for _ in range(1000):\n"
              "            f.write(b'x' * (1 << 20))")
 MANY_FILES = "import os\nos.mkdir('many')\nfor k in range(20000):\n    open(f'many/{k}', 'w').close()"
@@ -226,9 +226,9 @@ def test_a_state_with_foreign_tensors_is_not_kept(ex, prepared, alone, tmp_path)
 
 def test_closing_the_channel_and_sleeping_in_c_is_a_timeout(ex, prepared, alone):
     assert ex.submit(train_trial(INNOCENT, prepared)).result().status == "trained"  # a started jail: time the model only
-    res, took = run(ex, prepared, alone, "close the channel, sleep in C", model(init=CLOSE_AND_SLEEP), timeout=10)
+    res, took = run(ex, prepared, alone, "close the channel, sleep in C", model(init=CLOSE_AND_SLEEP), timeout=4)
     assert res.status == "timed-out" and "closed its channel" in res.message
-    assert took < 10 + EXIT_GRACE + 3
+    assert took < 4 + EXIT_GRACE + 3
 
 
 def test_a_host_without_delegated_cgroup_v2_says_why():
