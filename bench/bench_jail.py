@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from ab.gpt.brute.fract.space.space import Space  # noqa: E402
 from ab.gpt.brute.fract.trial import JailConfig, Trial, TrialLimits  # noqa: E402
 from ab.gpt.brute.fract.trial.executors import LocalExecutor  # noqa: E402
 from ab.gpt.brute.fract.trial.jail import model_uid  # noqa: E402
-from ab.gpt.brute.fract.trial.runner import config_hash  # noqa: E402
+from ab.gpt.brute.fract.trial.protocol import config_hash  # noqa: E402
 from ab.gpt.brute.fract.trial.session import Jail  # noqa: E402
 from ab.gpt.brute.fract.generation import handlers, warm  # noqa: E402
 

@@ -110,7 +110,7 @@ def main() -> None:
     print(f"machine: {device_model('cpu')}; torch {torch.__version__}; {torch.get_num_threads()} threads")
 
     # A. matmul peak
-    peaks = {n: probe.matmul_peak(probe.DTYPES[n], "cpu", n=1024, min_s=2.0) for n in ("fp32", "bf16")}
+    peaks = {n: probe.matmul_peak(probe.dtype_of(n), "cpu", n=1024, min_s=2.0) for n in ("fp32", "bf16")}
     print(f"\nA. matmul peak (1024x1024, best 0.1 s window of 2 s): fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, "
           f"bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s ({peaks['bf16'] / peaks['fp32']:.2f}x)")
 

@@ -218,7 +218,7 @@ def s_gpu(sec, ctx) -> None:
     figure(sec, "LD_LIBRARY_PATH", os.environ.get("LD_LIBRARY_PATH") or "-", note="passed into CUDA jails")
     peaks = {}
     for name in ("fp32", "bf16", "fp16"):
-        peaks[name] = probe.matmul_peak(probe.DTYPES[name], dev, n=8192, min_s=1.0)
+        peaks[name] = probe.matmul_peak(probe.dtype_of(name), dev, n=8192, min_s=1.0)
         figure(sec, f"matmul peak {name}", peaks[name] / 1e12, "TFLOP/s", "8192^3, best 0.1 s window")
     ctx["peaks"] = peaks
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 
-from ab.gpt.brute.fract.trial import data
+from ab.gpt.brute.fract.trial import batches, data
 
 
 @pytest.fixture(scope="module")
@@ -51,20 +51,20 @@ def test_fast_path_equals_lemur_transform(cifar_dir, prepared, monkeypatch, flip
     train_set, test_set = lemur_sets(cifar_dir, monkeypatch, 1.0 if flip else 0.0)
     mean, std = data.lemur_norm()
     for split, lemur in (("train", train_set), ("test", test_set)):
-        x, y = data.load_split(prepared, split, limit=48)
-        fast = data.TensorCifar(x, y, mean, std, flip=True)
+        x, y = batches.load_split(prepared, split, limit=48)
+        fast = batches.TensorCifar(x, y, mean, std, flip=True)
         ours = fast.transform(fast.images, torch.full((len(y),), flip))
         theirs = torch.stack([lemur[i][0] for i in range(len(y))])
         assert torch.allclose(ours, theirs, atol=1e-6, rtol=0), (ours - theirs).abs().max()
         assert y.tolist() == [lemur[i][1] for i in range(len(y))]
-    assert len(data.load_split(prepared, "train")[1]) == len(train_set)
-    assert len(data.load_split(prepared, "test")[1]) == len(test_set)
+    assert len(batches.load_split(prepared, "train")[1]) == len(train_set)
+    assert len(batches.load_split(prepared, "test")[1]) == len(test_set)
 
 
 def test_batches_cover_the_split_once_and_are_seeded(prepared):
     mean, std = data.lemur_norm()
-    x, y = data.load_split(prepared, "train", limit=100)
-    ds = data.TensorCifar(x, y, mean, std, flip=True, channels_last=True)
+    x, y = batches.load_split(prepared, "train", limit=100)
+    ds = batches.TensorCifar(x, y, mean, std, flip=True, channels_last=True)
     first = list(ds.batches(16, torch.Generator().manual_seed(3), shuffle=True))
     again = list(ds.batches(16, torch.Generator().manual_seed(3), shuffle=True))
     assert sum(len(b[1]) for b in first) == 100 and len(first) == ds.num_batches(16) == 7
@@ -91,8 +91,8 @@ def test_device_path_flips_the_same_images_as_lemur_norm_flip(cifar_dir, prepare
     same images in the same order with torch's generator where the device path's stream continues."""
     train_set, _ = lemur_sets(cifar_dir, monkeypatch, 0.5)  # RandomHorizontalFlip as shipped (p = 0.5)
     mean, std = data.lemur_norm()
-    x, y = data.load_split(prepared, "train", limit=96)
-    fast = data.TensorCifar(x, y, mean, std, flip=True)
+    x, y = batches.load_split(prepared, "train", limit=96)
+    fast = batches.TensorCifar(x, y, mean, std, flip=True)
     gen = torch.Generator().manual_seed(1234)
     ours = list(fast.batches(16, gen, shuffle=True))
     gen = torch.Generator().manual_seed(1234)

@@ -8,7 +8,7 @@ from ab.gpt.brute.fract.trial import data
 from ab.gpt.brute.fract.sweep.evaluate import saved_progress
 from ab.gpt.brute.fract.trial import Trial, TrialLimits
 from ab.gpt.brute.fract.trial.executors import LocalExecutor
-from ab.gpt.brute.fract.trial.runner import config_hash
+from ab.gpt.brute.fract.trial.protocol import config_hash
 
 
 @pytest.fixture(scope="module")

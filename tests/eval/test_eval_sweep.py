@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from ab.gpt.brute.fract.util.cli import gpu_driver_present
+
 from .evalkit import QUICK, RAISES, REPO, generate, run_cli
 
 pytestmark = pytest.mark.slow
@@ -186,3 +188,17 @@ def test_bad_input_is_one_line_and_exit_2(lemur_root, tiny_models, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()  # nothing written for a mistake
     proc = nneval(lemur_root, "--models", str(tiny_models), "--filter", "NoSuch*", "--results", str(out), check=False)
     assert proc.returncode == 2 and "--filter 'NoSuch*' matches none of the" in proc.stderr and not out.exists()
+
+
+def test_a_cpu_sweep_without_registration_never_imports_torch(lemur_root, tiny_models, cifar_dir):
+    """On a machine without a GPU driver, a driver with nothing to probe needs no torch (1.5 s of every
+    start): its decisions come from the cache or the defaults, models train in the jails, and only nn-dataset's
+    DB functions (registration) import it."""
+    code = ("import atexit, runpy, sys\n"
+            "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr))\n"
+            "sys.argv = ['NNEval', *sys.argv[1:]]\n"
+            "runpy.run_module('ab.gpt.NNEval', run_name='__main__')\n")
+    proc = run_cli_code(code, "--models", str(tiny_models), "--data-dir", str(cifar_dir), "--limit", "1",
+                        "--no-register", *QUICK, cwd=lemur_root)
+    assert "1 evaluated (trained 1)" in proc.stdout, proc.stderr
+    assert proc.stderr.strip().endswith("torch imported: " + str(gpu_driver_present())), proc.stderr

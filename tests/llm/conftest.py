@@ -2,7 +2,6 @@
 server and a tiny random causal LM (both from nn_gpt_fractal_llm.testing)."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 

@@ -3,7 +3,6 @@ download), through the real load and generate path and the real generation pipel
 from __future__ import annotations
 
 import json
-import sys
 
 from ab.gpt.brute.fract.generation.generate import generate
 from ab.gpt.brute.fract.space.generators import Request

@@ -9,7 +9,7 @@ from pathlib import Path
 from ab.gpt.brute.fract.trial import data
 from ab.gpt.brute.fract.trial import Trial
 from ab.gpt.brute.fract.trial.jail import UID_BASE
-from ab.gpt.brute.fract.trial.runner import config_hash
+from ab.gpt.brute.fract.trial.protocol import config_hash
 
 MODEL = '''import torch
 import torch.nn as nn

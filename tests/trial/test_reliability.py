@@ -2,7 +2,6 @@
 queue, work folders after the last epoch, protocol errors from a jail, a bounded stderr tail."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

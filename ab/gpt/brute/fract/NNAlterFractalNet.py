@@ -5,5 +5,6 @@ The runner itself lives in `trial/runner.py` and only ever runs inside a bubblew
 sends the test logits, its self-reported training figures and the trial state back, and the driver
 computes test accuracy and loss. This module keeps the paper's entry name for the same functions.
 """
-from .trial.runner import (CPU_AMP_MIN_CHANNELS, DEFAULTS, RESULT_KEYS, auto_amp, build,  # noqa: F401
-                           config_hash, derive_seed, finite, gradient_norm, resolve_device, seed_all, train)
+from .trial.protocol import RESULT_KEYS, config_hash  # noqa: F401
+from .trial.runner import (CPU_AMP_MIN_CHANNELS, DEFAULTS, auto_amp, build,  # noqa: F401
+                           derive_seed, finite, gradient_norm, resolve_device, seed_all, train)

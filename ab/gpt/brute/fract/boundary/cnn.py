@@ -29,7 +29,8 @@ import os
 
 import torch
 
-from ..trial.data import TRANSFORMS, TensorCifar, load_split
+from ..trial.batches import TensorCifar, load_split
+from ..trial.data import TRANSFORMS
 from ..trial.model_file import import_isolated
 from ..trial.runner import build, derive_seed, finite, resolve_device, seed_all
 

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from ..util import folder_lock
@@ -45,7 +44,7 @@ from .order import ORDERS
 from ..trial import Trial, TrialLimits, TrialResult
 from ..trial.executors import LocalExecutor, RayExecutor
 from ..trial.jail import require_bwrap
-from ..trial.runner import config_hash
+from ..trial.protocol import config_hash
 from ..trial.session import BEST, HISTORY, STATE
 from ..tune.policies import SweepPolicies, checkpointing_record
 from ..generation.generate import file_intact
@@ -433,6 +432,8 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
     population = population or todo
     gpus = sweep_gpus(cfg) if cuda else []
     if gpus:  # the driver's probes run on the sweep's first GPU
+        import torch  # heavy: a CPU sweep whose decisions are all cached never imports it
+
         torch.cuda.set_device(gpus[0].index)
     pol.prepare([(e.spec, e.flops) for e in population])
     if cuda and (gpus or cfg.executor == "ray"):
@@ -441,6 +442,8 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
         pol.trials_per_gpu = per_gpu
         record_cfg["trials_per_gpu"], record_cfg["gpu_packing"] = per_gpu, rec
     if gpus:
+        import torch
+
         torch.cuda.empty_cache()  # what the driver's probes cached goes back to the trials
     if cfg.executor == "ray":
         return pol, 1, cfg.threads or max(1, int(cfg.cpus_per_trial))

@@ -5,6 +5,7 @@
 - worker.py: the zygote inside the jail, one fresh fork per model;
 - runner.py: the training loop inside the jail (test images only; logits and state out);
 - data.py: CIFAR-10 for a trial: located and decoded once by the driver, memory-mapped in the jail;
+- batches.py: inside the jail, a split held on the device and served as normalised batches;
 - model_file.py: how a trial imports a model file;
 - session.py: the driver's side of one jail: runs a trial, scores its logits, keeps its state;
 - executors.py: N local jails, or one Ray task per trial;

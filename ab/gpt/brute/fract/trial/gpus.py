@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..util.cli import DeviceChoice
+from ..util.cli import DeviceChoice, gpu_driver_present
 
 CONTROL_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 PROC_GPUS = Path("/proc/driver/nvidia/gpus")
@@ -68,7 +68,9 @@ def _bus_id(props) -> str | None:
 
 def visible_gpus() -> list[Gpu]:
     """The GPUs torch sees in this process, with their device minors where the driver lists them."""
-    import torch
+    if not gpu_driver_present():
+        return []
+    import torch  # heavy: only where a GPU driver is present
 
     if not torch.cuda.is_available():
         return []

@@ -8,6 +8,7 @@ and model state must be a well-formed safetensors blob. Nothing is ever unpickle
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,6 +22,10 @@ from typing import Callable
 import numpy as np
 
 MAX_HEADER = 64 << 10
+# config keys that change the numbers; a saved state made under other values is not resumed. The epoch
+# count is not one of them (no schedule depends on it): a finished shorter run can be extended.
+RESULT_KEYS = ("batch", "lr", "momentum", "dropout", "transform", "seed", "amp", "checkpointing",
+               "channels_last", "compile", "device", "train_limit", "test_limit", "eval_batch", "norm", "eval_column")
 HANDLER_ROOT = "ab.gpt.brute.fract."
 TRAIN_HANDLER = HANDLER_ROOT + "trial.runner:train"  # the default handler of a train trial
 NUM_CLASSES = 10
@@ -266,3 +271,8 @@ def score(raw_logits: bytes, labels: np.ndarray) -> tuple[float | None, float | 
     loss = float((lse - z[np.arange(len(y)), y]).mean()) if len(y) else None
     acc = float((z.argmax(axis=1) == y).mean()) if len(y) else None
     return acc, loss
+
+
+def config_hash(config: dict) -> str:
+    """What a saved state was made under (`RESULT_KEYS`): a state is resumed only under the same hash."""
+    return hashlib.sha256(json.dumps({k: config.get(k) for k in RESULT_KEYS}, sort_keys=True).encode()).hexdigest()[:16]

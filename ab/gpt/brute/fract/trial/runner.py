@@ -24,7 +24,8 @@ import time
 import numpy as np
 import torch
 
-from .data import TRANSFORMS, TensorCifar
+from .batches import TensorCifar
+from .data import TRANSFORMS
 from ..util.meter import PeakMemory
 from .protocol import write_frame
 from ..tune import memory
@@ -32,10 +33,6 @@ from ..tune.rules import CPU_AMP_MIN_CHANNELS
 from .model_file import import_isolated
 
 STATE_FORMAT = "fractal-trial-state/1"
-# config keys that change the numbers; a saved state made under other values is not resumed. The epoch
-# count is not one of them (no schedule depends on it): a finished shorter run can be extended.
-RESULT_KEYS = ("batch", "lr", "momentum", "dropout", "transform", "seed", "amp", "checkpointing",
-               "channels_last", "compile", "device", "train_limit", "test_limit", "eval_batch", "norm", "eval_column")
 DEFAULTS = {"epochs": 5, "batch": 16, "lr": 0.01, "momentum": 0.9, "dropout": 0.2, "transform": "norm_flip",
             "seed": 0, "amp": "auto", "checkpointing": "auto", "channels_last": False, "compile": False,
             "device": "auto", "memory_budget": None, "threads": None, "train_limit": None, "test_limit": None,
@@ -58,10 +55,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device cuda requested but torch sees no CUDA device")
     return torch.device(name)
-
-
-def config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps({k: config.get(k) for k in RESULT_KEYS}, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def finite(x) -> float | None:

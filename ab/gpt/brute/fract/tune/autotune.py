@@ -22,12 +22,10 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-import torch
-
 from . import budget, probe
 from .budget import ProbeBudget
 from .cache import TuneCache
-from .device import cache_key, cpu_has_bf16, device_model, usable_cores
+from .device import cache_key, cpu_has_bf16, cuda_bf16, device_model, device_type, torch_version, usable_cores
 from .rules import CPU_AMP_MIN_CHANNELS
 from .synthetic import ShapeClass
 
@@ -62,10 +60,9 @@ def decide_variant(measured: dict[str, float], margin: float = MARGIN) -> dict:
 
 
 def _variant(name: str, reason: str) -> dict:
-    dtype, cl = probe.parse_variant(name)
-    return {"variant": name, "amp": dtype != torch.float32,
-            "amp_dtype": None if dtype == torch.float32 else str(dtype).replace("torch.", ""),
-            "channels_last": cl, "reason": reason}
+    dtype, _, cl = name.partition("+")
+    return {"variant": name, "amp": dtype != "fp32", "amp_dtype": probe.AMP_DTYPE_NAMES.get(dtype),
+            "channels_last": cl == "cl", "reason": reason}
 
 
 def packing_name(workers: int, threads: int) -> str:
@@ -157,16 +154,15 @@ def _noise_note(entry: dict, quiet: float, refused: str = "") -> str:
             f"was busy" + ("; probed again on the next run)" if _again(quiet)(entry) else ")"))
 
 
-def default_variant(shape: ShapeClass, device: torch.device | str, native_bf16: bool | None = None) -> dict:
+def default_variant(shape: ShapeClass, device, native_bf16: bool | None = None) -> dict:
     """The variant of a class nobody probed (decide_variant's keys): on CUDA AMP (bf16, fp16 where the GPU
     lacks bf16) with channels_last; on a CPU with native bf16 (avx512_bf16 or AMX) bf16 with channels_last for
     classes whose narrowest block has `CPU_AMP_MIN_CHANNELS` channels or more (bench_policies on such a CPU:
     1.69-2.04x fp32 for 16-32-64 to 64-128-256), else fp32 in the default layout (what nn-dataset's trainer
     runs). `native_bf16`: whether this CPU has it (default: its flags)."""
-    device = torch.device(device)
     bf16 = cpu_has_bf16() if native_bf16 is None else native_bf16
-    if device.type == "cuda":
-        name = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") + "+cl"
+    if device_type(device) == "cuda":
+        name = ("bf16" if cuda_bf16() else "fp16") + "+cl"
         why = "AMP and channels_last on a GPU"
     elif bf16 and min(shape.widths) >= CPU_AMP_MIN_CHANNELS:
         name, why = "bf16+cl", f"a CPU with native bf16 and blocks of >= {CPU_AMP_MIN_CHANNELS} channels"
@@ -184,9 +180,9 @@ def default_packing(cores: int) -> dict:
             "reason": f"{cores} workers x 1 thread: the unprobed default (one single-thread trial per core)"}
 
 
-def _step_s(shape: ShapeClass, batch: int, device: torch.device) -> float:
+def _step_s(shape: ShapeClass, batch: int, device) -> float:
     """One synthetic training step at the budget's optimistic rate (for a probe's cost estimate)."""
-    return batch * probe.training_flops_per_image(shape) / budget.RATE[device.type]
+    return batch * probe.training_flops_per_image(shape) / budget.RATE[device_type(device)]
 
 
 def _spending(measure, spent: ProbeBudget):
@@ -199,14 +195,13 @@ def _spending(measure, spent: ProbeBudget):
     return timed
 
 
-def tune_variant(shape: ShapeClass, batch: int, device: torch.device | str, cache: TuneCache | None = None,
+def tune_variant(shape: ShapeClass, batch: int, device, cache: TuneCache | None = None,
                  probe_kw: dict | None = None, quiet: float = QUIET, spend: ProbeBudget | None = None,
                  share_s: float | None = None) -> Tuning:
     """The dtype and memory format for one shape class on this device: from the cache, else from a probe when
     `spend` (default: no limit) allows its estimated cost (at most `budget.FRACTION` of `share_s`, the wall
     time of the sweep's part it decides for), else the default (`default_variant`), the reason saying why.
     A noisy cached probe is measured again under the same rule, up to `MAX_PROBES` probes in all."""
-    device = torch.device(device)
     cache = cache or TuneCache()
     spend = spend or ProbeBudget.unlimited()
     kw = {**PROBE, **(probe_kw or {})}
@@ -214,14 +209,14 @@ def tune_variant(shape: ShapeClass, batch: int, device: torch.device | str, cach
     started = time.perf_counter()
     again = _again(quiet)
     names = kw.get("names") or probe.variants(device)
-    cost = budget.variant_probe_seconds(len(names), kw["rounds"], kw["min_s"], device.type,
+    cost = budget.variant_probe_seconds(len(names), kw["rounds"], kw["min_s"], device_type(device),
                                         _step_s(shape, batch, device))
     hit = cache.get("variants", key)
     wanted = hit is None or again(hit)
     refused = "" if not wanted or spend.allows(cost, share_s) else spend.refusal(f"class {shape.key}", cost, share_s)
     if hit is None and refused:
         d = default_variant(shape, device)
-        return Tuning(shape.key, device_model(device), torch.__version__, batch, d["amp"], d["amp_dtype"],
+        return Tuning(shape.key, device_model(device), torch_version(), batch, d["amp"], d["amp_dtype"],
                       d["channels_last"], f"{d['reason']}; {refused}", {}, cached=False, source="default")
     if wanted and not refused:
         def measure(previous: dict | None) -> dict:
@@ -232,7 +227,7 @@ def tune_variant(shape: ShapeClass, batch: int, device: torch.device | str, cach
     else:
         entry, cached = hit, True
     v = decide_variant(entry["measured"])
-    tuning = Tuning(shape.key, device_model(device), torch.__version__, batch, v["amp"], v["amp_dtype"],
+    tuning = Tuning(shape.key, device_model(device), torch_version(), batch, v["amp"], v["amp_dtype"],
                     v["channels_last"], v["reason"] + _noise_note(entry, quiet, refused), entry["measured"],
                     cached=cached, spread=entry.get("spread"), source="cache" if cached else "probe")
     tuning.probe_s = round(time.perf_counter() - started, 3)
@@ -277,24 +272,23 @@ def tune_packing(tuning: Tuning, shape: ShapeClass, cache: TuneCache | None = No
     return tuning
 
 
-def tune(shape: ShapeClass, batch: int, device: torch.device | str, cache: TuneCache | None = None,
+def tune(shape: ShapeClass, batch: int, device, cache: TuneCache | None = None,
          packing: bool = True, probe_kw: dict | None = None, quiet: float = QUIET,
          spend: ProbeBudget | None = None) -> Tuning:
     """Decisions for one shape class on this device (`tune_variant`, and on a CPU `tune_packing`), probing
     what the cache lacks (or holds from a noisy probe) as far as `spend` allows (default: no limit)."""
     t = tune_variant(shape, batch, device, cache, probe_kw, quiet, spend)
-    if packing and torch.device(device).type == "cpu":
+    if packing and device_type(device) == "cpu":
         t = tune_packing(t, shape, cache, quiet, spend)
     return t
 
 
-def matmul_peaks(device: torch.device | str, cache: TuneCache | None = None) -> dict[str, float]:
+def matmul_peaks(device, cache: TuneCache | None = None) -> dict[str, float]:
     """{"fp32": FLOP/s, "bf16": FLOP/s (, "fp16")} of large matrix products here, cached per device."""
-    device = torch.device(device)
     cache = cache or TuneCache()
-    names = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
-    entry, _ = cache.get_or_measure("matmul-peak", f"{device_model(device)} | torch {torch.__version__}",
-                                    lambda: {n: probe.matmul_peak(probe.DTYPES[n], device) for n in names})
+    names = ["fp32", "bf16"] + (["fp16"] if device_type(device) == "cuda" else [])
+    entry, _ = cache.get_or_measure("matmul-peak", f"{device_model(device)} | torch {torch_version()}",
+                                    lambda: {n: probe.matmul_peak(probe.dtype_of(n), device) for n in names})
     return entry
 
 

@@ -8,8 +8,6 @@ and gain less than the synthetic stack: the record keeps the figures the decisio
 """
 from __future__ import annotations
 
-import torch
-
 from . import probe
 from .cache import TuneCache
 from .device import cache_key
@@ -40,7 +38,7 @@ def decide(mode: str, expected_train_s: float | None, cost: dict | None) -> tupl
     return True, f"auto on: saves ~{saving - c:.0f} s ({figures})"
 
 
-def measured_cost(shape: ShapeClass, batch: int, device: torch.device | str, variant: str = "fp32",
+def measured_cost(shape: ShapeClass, batch: int, device, variant: str = "fp32",
                   cache: TuneCache | None = None) -> tuple[dict, bool]:
     """(cost, cached): the compile cost of the class, measured once per machine and cached."""
     cache = cache or TuneCache()

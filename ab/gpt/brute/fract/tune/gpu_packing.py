@@ -13,8 +13,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 
-import torch
-
 from .autotune import MARGIN, simplest_within
 from .cache import TuneCache
 from .device import cache_key
@@ -50,6 +48,8 @@ def decide(measured: dict[int, float], peak_bytes: int, gpu_memory: int, margin:
 
 
 def _worker(shape_key: str, batch: int, variant: str, device: str, seconds: float, go, done) -> None:
+    import torch
+
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)

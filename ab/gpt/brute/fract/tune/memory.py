@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .rules import CPU_AMP_MIN_CHANNELS, CPU_MEMORY_GB, DEFAULT_SHARE  # noqa: F401  (the tuner's rules)
+from .device import free_bytes
+from .rules import CPU_AMP_MIN_CHANNELS, CPU_MEMORY_GB, DEFAULT_SHARE, decide  # noqa: F401  (the tuner's rules)
 
 
 class _LiveBytes(TorchDispatchMode):
@@ -177,24 +178,6 @@ def saved_tensor_bytes(model: torch.nn.Module, batch: int, in_shape=(3, 32, 32),
     return sum(seen.values()) + weights
 
 
-def free_bytes(device: torch.device | str) -> int:
-    """Memory a new allocation can use now: CUDA free device memory, or the host's available RAM."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import psutil
-
-    return int(psutil.virtual_memory().available)
-
-
 @dataclass(frozen=True)
 class Decision:
     on: bool
@@ -209,16 +192,6 @@ class Decision:
                 "saved_tensors_mb": round(self.estimate["saved_tensor_bytes"] / 2**20, 1),
                 "step_peak_estimate_mb": round(self.estimate["activation_bytes"] / 2**20, 1),
                 "free_memory_mb": round(self.free_bytes / 2**20, 1), "checkpointing_share": self.share}
-
-
-def decide(activation_bytes: int, free: int, share: float = DEFAULT_SHARE) -> tuple[bool, str]:
-    """The rule alone: on when one step's activations exceed `share` of the free memory (the model file's
-    `auto_policies` applies the same comparison)."""
-    budget = share * free
-    mb = activation_bytes / 2**20
-    if activation_bytes > budget:
-        return True, f"activations {mb:.0f} MB > {share:g} x free {free / 2**20:.0f} MB"
-    return False, f"activations {mb:.0f} MB <= {share:g} x free {free / 2**20:.0f} MB"
 
 
 def checkpointing_decision(model: torch.nn.Module, batch: int, device: torch.device | str,

@@ -23,17 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from . import budget
 from . import compile as tcompile
-from . import memory
 from .autotune import Tuning, tune_packing, tune_variant, worker_rate
 from .autotune import variant_name as variant_of
 from .budget import ProbeBudget
 from .cache import TuneCache
 from .cost import TRAIN_FACTOR, drop_path_factor
-from .device import usable_cores
+from .device import cuda_bf16, free_bytes, usable_cores
+from .rules import decide
 from .synthetic import ShapeClass, decision_bucket, dominant_shape, shape_class_of_spec
 
 PROBE_MIN_TRAIN_S = 600.0  # a compile probe costs about a compile (tens of seconds): only for long trials
@@ -86,12 +84,14 @@ class SweepPolicies:
         else:
             amp, cl, dtype = bool(self.amp), bool(self.channels_last), None
         if amp and dtype is None:
-            dtype = "bf16" if self.device != "cuda" or torch.cuda.is_bf16_supported() else "fp16"
+            dtype = "bf16" if self.device != "cuda" or cuda_bf16() else "fp16"
         return (dtype if amp else "fp32") + ("+cl" if cl else "")
 
     def parallel(self) -> int:
         """Trials the sweep could run at once, at most: every core (CPU) or GPU busy."""
         if self.device == "cuda":
+            import torch  # heavy: only on a GPU
+
             return max(1, torch.cuda.device_count())
         return usable_cores()
 
@@ -181,7 +181,7 @@ class SweepPolicies:
         (the trial reads the free device memory itself)."""
         if self.device == "cuda":
             return None
-        return memory.free_bytes("cpu") // max(1, self.workers)
+        return free_bytes("cpu") // max(1, self.workers)
 
 
 def checkpointing_record(mode: bool | str, info: dict) -> dict:
@@ -192,6 +192,6 @@ def checkpointing_record(mode: bool | str, info: dict) -> dict:
     saved, budget = info.get("saved_bytes"), info.get("memory_budget")
     if saved is None or not budget:
         return {"checkpointing": on, "checkpointing_reason": "auto: the model has no checkpointing switch"}
-    _, reason = memory.decide(int(saved), int(budget))
+    _, reason = decide(int(saved), int(budget))
     return {"checkpointing": on, "checkpointing_reason": f"auto: {reason}",
             "saved_tensors_mb": round(saved / 2**20, 1), "memory_budget_mb": round(budget / 2**20, 1)}

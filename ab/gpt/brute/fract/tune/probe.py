@@ -15,32 +15,42 @@ import statistics
 import time
 from contextlib import nullcontext
 
-import torch
-
+from .device import cuda_bf16, device_type
 from .synthetic import ShapeClass, build, forward_flops
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# torch is imported where a probe runs, not here: a driver whose decisions are all cached never needs it
+AMP_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16"}
+DTYPE_NAMES = {"fp32": "float32", **AMP_DTYPE_NAMES}
 
 
-def variants(device: torch.device | str) -> list[str]:
+def dtype_of(name: str):
+    """The torch dtype of a variant's dtype name (fp32, bf16, fp16)."""
+    import torch
+
+    return getattr(torch, DTYPE_NAMES[name])
+
+
+def variants(device) -> list[str]:
     """Variants worth probing here: fp32 and the AMP dtype a model uses on the device (bf16; on a GPU
     without bf16, fp16 with a gradient scaler), each contiguous and channels_last."""
-    device = torch.device(device)
     dtypes = ["fp32", "bf16"]
-    if device.type == "cuda":
-        dtypes = ["fp32", "bf16" if torch.cuda.is_bf16_supported() else "fp16"]
+    if device_type(device) == "cuda":
+        dtypes = ["fp32", "bf16" if cuda_bf16() else "fp16"]
     return [d + cl for d in dtypes for cl in ("", "+cl")]
 
 
-def parse_variant(name: str) -> tuple[torch.dtype, bool]:
+def parse_variant(name: str) -> tuple:
+    """(torch dtype, channels_last) of a variant name such as bf16+cl."""
     dtype, _, cl = name.partition("+")
-    return DTYPES[dtype], cl == "cl"
+    return dtype_of(dtype), cl == "cl"
 
 
 class _Stepper:
     """One synthetic model with its optimizer; `run(n)` does n training steps on a fixed batch."""
 
-    def __init__(self, shape: ShapeClass, batch: int, variant: str, device: torch.device, seed: int = 0) -> None:
+    def __init__(self, shape: ShapeClass, batch: int, variant: str, device, seed: int = 0) -> None:
+        import torch
+
         torch.manual_seed(seed)
         self.dtype, cl = parse_variant(variant)
         self.device = device
@@ -52,6 +62,8 @@ class _Stepper:
         self.forward = self.model
 
     def run(self, n: int) -> None:
+        import torch
+
         amp = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype != torch.float32 else nullcontext())
         for _ in range(n):
             self.opt.zero_grad(set_to_none=True)
@@ -71,16 +83,18 @@ class _Stepper:
         return steps * self.x.shape[0] / (time.perf_counter() - start)
 
 
-def variant_throughput(shape: ShapeClass, batch: int, device: torch.device | str, names: list[str] | None = None,
+def variant_throughput(shape: ShapeClass, batch: int, device, names: list[str] | None = None,
                        rounds: int = 5, min_s: float = 0.2, threads: int | None = None) -> dict[str, float]:
     """{variant: training images/s} for the shape class at this batch on this device: the best of `rounds`
     interleaved windows (on a shared machine other load only ever slows a window down)."""
     return {v: max(r) for v, r in variant_rounds(shape, batch, device, names, rounds, min_s, threads).items()}
 
 
-def variant_rounds(shape: ShapeClass, batch: int, device: torch.device | str, names: list[str] | None = None,
+def variant_rounds(shape: ShapeClass, batch: int, device, names: list[str] | None = None,
                    rounds: int = 5, min_s: float = 0.2, threads: int | None = None) -> dict[str, list[float]]:
     """{variant: images/s of each round}; every round times each variant once, in turn."""
+    import torch
+
     device = torch.device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -100,6 +114,8 @@ def spread(runs: dict[str, list[float]]) -> float:
 
 
 def _packing_worker(shape_key: str, batch: int, variant: str, threads: int, seconds: float, go, done) -> None:
+    import torch
+
     torch.set_num_threads(threads)
     s = _Stepper(ShapeClass.parse(shape_key), batch, variant, torch.device("cpu"))
     s.run(2)
@@ -159,10 +175,12 @@ def packings(cores: int) -> list[tuple[int, int]]:
     return out
 
 
-def matmul_peak(dtype: torch.dtype, device: torch.device | str, n: int | None = None, min_s: float = 1.0,
+def matmul_peak(dtype, device, n: int | None = None, min_s: float = 1.0,
                 window_s: float = 0.1) -> float:
     """FLOP/s of n x n matrix products (2 n^3 FLOPs each): the best window of at least `window_s` seconds
     of back-to-back products within `min_s` (single timings are too short to trust)."""
+    import torch
+
     device = torch.device(device)
     n = n or (8192 if device.type == "cuda" else 1024)
     a = torch.randn(n, n, device=device).to(dtype)
@@ -189,11 +207,13 @@ def training_flops_per_image(shape: ShapeClass) -> int:
     return 3 * forward_flops(shape)
 
 
-def compile_cost(shape: ShapeClass, batch: int, device: torch.device | str, variant: str = "fp32",
+def compile_cost(shape: ShapeClass, batch: int, device, variant: str = "fp32",
                  rounds: int = 5, min_s: float = 0.2) -> dict:
     """{"compile_s", "eager_step_s", "compiled_step_s", "speedup"}: torch.compile's one-off cost (the first
     compiled step minus an eager step) and its steady-state gain on a synthetic stack of the class, eager
     and compiled steps timed in interleaved windows (best of `rounds`)."""
+    import torch
+
     device = torch.device(device)
     s = _Stepper(shape, batch, variant, device)
     s.run(2)

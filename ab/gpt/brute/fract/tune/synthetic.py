@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
-
 MAX_CONVS = 4  # deeper blocks probe like 4-conv ones: the per-layer speed is what differs
 BUCKET_BLOCKS, BUCKET_CONVS = 2, 2  # what a decision bucket keeps of a class (`decision_bucket`)
 
@@ -78,9 +76,12 @@ def dominant_shape(specs_flops) -> ShapeClass:
     return max(weight, key=lambda s: (weight[s], s)) if weight else ShapeClass.of((16, 32, 64), 2)
 
 
-def build(shape: ShapeClass, classes: int = 10) -> nn.Module:
-    """conv3x3-bn-relu x convs per block, 2x2 max-pool after each block, global average pool, linear head."""
-    layers: list[nn.Module] = []
+def build(shape: ShapeClass, classes: int = 10):
+    """conv3x3-bn-relu x convs per block, 2x2 max-pool after each block, global average pool, linear head
+    (an nn.Sequential; torch is imported here, so that shape classes alone stay light)."""
+    from torch import nn
+
+    layers: list = []
     c = 3
     for w in shape.widths:
         for _ in range(shape.convs):
