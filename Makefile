@@ -17,7 +17,7 @@ system-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }
 
-# Dependencies come from uv (parallel downloads, a shared cache: under a minute where pip took nearly three),
+# Dependencies come from uv (parallel downloads, a shared cache: about a minute where pip took nearly three),
 # held to constraints.txt, the versions the test suite last passed with.
 UV := $(VENV)/bin/uv
 $(STAMP): pyproject.toml constraints.txt
