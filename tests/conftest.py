@@ -31,12 +31,33 @@ def write_stand_in_cifar(folder: Path, per_batch: int = 200, seed: int = 0) -> P
     return folder
 
 
+def write_shortened_cifar(src: Path, folder: Path, per_batch: int) -> Path:
+    """The first `per_batch` images of each batch of a real CIFAR-10 folder, in the same pickle format."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(src / name, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        short = {k: (v[:per_batch] if k in ("data", "labels", "filenames", b"data", b"labels", b"filenames") else v)
+                 for k, v in batch.items()}
+        with open(folder / name, "wb") as f:
+            pickle.dump(short, f)
+    (folder / "batches.meta").write_bytes((src / "batches.meta").read_bytes())
+    return folder
+
+
 @pytest.fixture(scope="session")
 def cifar_dir(tmp_path_factory) -> Path:
     """The shared real subset (real images), or the stand-in where a checkout has no shared/ beside it."""
     if SUBSET.is_dir():
         return SUBSET
     return write_stand_in_cifar(tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py")
+
+
+@pytest.fixture(scope="session")
+def small_cifar(cifar_dir, tmp_path_factory) -> Path:
+    """200 real images per batch (1,000 to train on, 200 to test): for end-to-end runs that train on a whole
+    folder (the demo, nn-dataset's own trainer), where the images' count changes nothing they check."""
+    return write_shortened_cifar(cifar_dir, tmp_path_factory.mktemp("small-cifar") / "cifar-10-batches-py", 200)
 
 
 @pytest.fixture(scope="session")

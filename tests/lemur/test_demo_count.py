@@ -9,9 +9,9 @@ from tests.eval.evalkit import make_root, run_cli
 pytestmark = pytest.mark.slow
 
 
-def test_demo_report_counts_the_db_registrations(tmp_path, cifar_dir, monkeypatch):
+def test_demo_report_counts_the_db_registrations(tmp_path, small_cifar, monkeypatch):
     root = make_root(tmp_path / "root")
-    monkeypatch.setenv("NN_GPT_FRACTAL_CIFAR", str(cifar_dir))
+    monkeypatch.setenv("NN_GPT_FRACTAL_CIFAR", str(small_cifar))  # the demo trains on the whole folder
     run_cli("ab.gpt.brute.fract.demo", cwd=root, timeout=900)
     with sqlite3.connect(root / "db" / "ab.nn.db") as con:
         in_db = con.execute("SELECT COUNT(DISTINCT nn) FROM stat").fetchone()[0]
