@@ -56,7 +56,7 @@ def cifar_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_cifar(cifar_dir, tmp_path_factory) -> Path:
     """200 real images per batch (1,000 to train on, 200 to test): for end-to-end runs that train on a whole
-    folder (the demo, nn-dataset's own trainer), where the images' count changes nothing they check."""
+    folder (the demo) where the images' count changes nothing they check."""
     return write_shortened_cifar(cifar_dir, tmp_path_factory.mktemp("small-cifar") / "cifar-10-batches-py", 200)
 
 

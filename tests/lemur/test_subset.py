@@ -1,6 +1,6 @@
 """Which CIFAR-10 folders torchvision's integrity check accepts through our recorded sums (lemur/subset.py):
 the shared subset by the sums recorded in the code, other local folders only by an md5 file named in the
-environment, and nothing else."""
+environment, and nothing else. (nn-dataset's own trainer runs on the shared subset in test_roundtrip.)"""
 from __future__ import annotations
 
 from ab.gpt.brute.fract.lemur.subset import MD5_ENV, SUBSET_MD5, matching_sums
