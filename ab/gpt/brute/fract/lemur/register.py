@@ -27,7 +27,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from ..util.dbfile import connect_existing
+from ..util.dbfile import connect_existing, writable
 from .names import DATASET, METRIC, TASK, check_name
 from .stats import importable, stat_dir
 
@@ -81,7 +81,7 @@ def check_db_file(path: Path) -> None:
     missing = [t for t in TABLES if t not in tables]
     if missing:
         raise DBError(f"{path} is not a LEMUR DB (no {', '.join(missing)} table): {fix}")
-    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+    if not writable(path):
         raise DBError(f"LEMUR DB {path} is read-only (the file or its folder): make both writable, "
                       f"or pass --db to another file, or --no-register")
 

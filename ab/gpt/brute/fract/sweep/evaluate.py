@@ -442,8 +442,6 @@ def make_policies(cfg: SweepConfig, todo: list[ModelEntry], data: dict, cuda: bo
         pol.trials_per_gpu = per_gpu
         record_cfg["trials_per_gpu"], record_cfg["gpu_packing"] = per_gpu, rec
     if gpus:
-        import torch
-
         torch.cuda.empty_cache()  # what the driver's probes cached goes back to the trials
     if cfg.executor == "ray":
         return pol, 1, cfg.threads or max(1, int(cfg.cpus_per_trial))

@@ -52,7 +52,7 @@ def cpu_has_bf16() -> bool:
 
 def device_model(device) -> str:
     """'AMD EPYC [avx2 avx512f avx512_bf16] x2 cores' or 'cuda NVIDIA H100 80GB HBM3'."""
-    if str(device).partition(":")[0] == "cuda":
+    if device_type(device) == "cuda":
         import torch  # heavy: only for a GPU, whose name only torch knows
 
         return f"cuda {torch.cuda.get_device_name(torch.device(device))}"
