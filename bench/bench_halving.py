@@ -1,4 +1,4 @@
-"""Successive halving vs the full budget (issue 12), side by side in one run on this machine.
+"""Successive halving vs the full budget, side by side in one run on this machine.
 
     .venv/bin/python bench/bench_halving.py [--models 48] [--epochs 3] [--eta 3] [--rungs 1] [--min-keep 1]
         [--train-limit N] [--test-limit N] [--channels 16,32,64] [--depth 1-3] [--columns 1-3] [--keep DIR]
@@ -11,7 +11,7 @@ rung), their overlap, and halving's share of the full run's compute: epochs, FLO
 (the manifest's FLOPs per image) and wall time, and `NNEval --plan`'s wall estimates (its calibration on this
 machine) against both measured runs: the full schedule, and the halving schedule (`--plan --schedule halving`:
 expected [cheapest to most expensive models go on], and the plan's figure for the models that did).
-Issue 12's goal: >= 4 of the top 5 at <= 40% of the compute.
+The goal: >= 4 of the top 5 at <= 40% of the compute.
 
 Small run to check it works: --models 4 --epochs 2 --eta 2 --train-limit 256 --test-limit 128 --top 2
 """

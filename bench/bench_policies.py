@@ -1,4 +1,4 @@
-"""Per-machine policies (issue 12), side by side in one run on this machine.
+"""Per-machine policies, side by side in one run on this machine.
 
     .venv/bin/python bench/bench_policies.py [--convs 2] [--rounds 3] [--no-compile] [--no-packing]
 
