@@ -61,6 +61,7 @@ def _import_all(modules: list[str]) -> None:
     import numpy  # noqa: F401
     import safetensors.torch  # noqa: F401
     import torch  # noqa: F401
+    import torch._dynamo  # noqa: F401  (every optimizer's constructor imports it: ~0.7 s per trial otherwise)
 
     for module in [handler_module(TRAIN_HANDLER), *modules]:
         importlib.import_module(module)
@@ -278,11 +279,14 @@ def main() -> None:
     scratch = Path(args.scratch)
     if jail:
         os.chmod(scratch, 0o711)  # the model uid may pass through to its own folder, not list it
+    gc.disable()  # imports make little garbage; the collections they would trigger cost ~0.3 s per jail
     _import_all(args.preload)
+    gc.enable()
     for name in args.warm:  # generation: thousands of validations of ~50 ms each, where forks must be cheap
         _handler(name)(scratch)
+    if args.warm:
+        gc.collect()  # what the warm-ups left
     reader = FrameReader(ctl.fileno(), MAX_REQUEST)
-    gc.collect()
     gc.freeze()  # forked children do not touch (and copy) the zygote's objects when they collect
     if args.collapse_heap:  # 0.7 s here against ~3 ms saved per fork: only for many short trials
         _collapse_heap()
