@@ -1,6 +1,7 @@
 """The generator CLI end to end: output, manifest, idempotence, resume, bad input."""
 import importlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -11,7 +12,8 @@ import pytest
 
 from ab.gpt.brute.fract.space.families import LayerFamily, LayerOption
 from ab.gpt.brute.fract.generation import handlers
-from ab.gpt.brute.fract.generation.generate import generate
+from ab.gpt.brute.fract.generation import generate as gen
+from ab.gpt.brute.fract.generation.generate import generate, validation_jails
 from ab.gpt.brute.fract.space.hookspecs import hookimpl
 from ab.gpt.brute.fract.generation.manifest import Manifest
 from ab.gpt.brute.fract.space.registry import build_registry
@@ -209,6 +211,23 @@ def test_invalid_models_are_reported_and_never_listed_valid(tmp_path):
     assert "RuntimeError: Invalid channel dimensions" in reasons  # the shape error from the jailed forward
     assert sorted(p.stem for p in out.glob("*.py")) == valid
     assert len(outcome.invalid) == 5
+
+
+def test_a_few_validations_share_one_jail(registry, tmp_path, monkeypatch):
+    """A jail costs about 2.5 s of CPU to start: a run with a few models to validate starts one, whatever its
+    workers; the proposals' count (or the limit) decides, and a stream of unknown length gets every worker."""
+    started = []
+
+    class Counting(gen.LocalExecutor):
+        def __init__(self, workers, *args, **kwargs):
+            started.append(workers)
+            super().__init__(workers, *args, **kwargs)
+
+    monkeypatch.setattr(gen, "LocalExecutor", Counting)
+    specs = list(Space.default(registry).with_values(depth=(1,), columns=(1, 2), channels=((8,),)))[:3]
+    outcome = generate(specs, registry, tmp_path / "m", limit=None, generator="t", workers=2)
+    assert len(outcome.accepted) == 3 and started == [1]
+    assert [validation_jails(8, n) for n in (1, 20, 21, 60, 1000, math.inf)] == [1, 1, 2, 3, 8, 8]
 
 
 def test_no_proposal_is_requested_beyond_the_limit(registry, tmp_path):

@@ -13,7 +13,7 @@ import shutil
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sized
 
 from ..util import folder_lock
 from ..util.atomic import write_text
@@ -61,8 +61,17 @@ def exclusive(folder: Path):
                                                 f"to finish or choose another --models"))
 
 
+VALIDATIONS_PER_JAIL = 20  # a jail's start (~2.5 s of CPU) pays for itself past about this many validations
 COLLAPSE_FROM = 250  # validations from which the zygote's heap collapse (0.7 s once, 3 ms less per fork) pays
 WARM_SPACE_FROM = 40  # validations from which warming every layer combination (2-3 s once per jail) pays
+
+
+def validation_jails(workers: int, validations: float) -> int:
+    """Jails for about `validations` validations (math.inf: unknown): one per VALIDATIONS_PER_JAIL, at most
+    `workers`, at least one."""
+    if validations == math.inf:
+        return max(1, workers)
+    return max(1, min(workers, math.ceil(validations / VALIDATIONS_PER_JAIL)))
 
 
 def file_intact(folder: Path, record: dict) -> bool:
@@ -170,7 +179,10 @@ def _run(proposals, registry, out, manifest, *, limit, generator, workers, mode,
     # is to add only a few models starts no more jails than it needs and skips the warm-ups that pay only
     # over many validations
     many = math.inf if limit is None else max(1, limit - len(manifest.valid()))  # models still to add
-    with LocalExecutor(min(workers, many), TrialLimits(cpu_s=int(timeout) + 60), unsafe_no_jail=unsafe_no_jail,
+    if isinstance(proposals, Sized):
+        many = max(1, min(many, len(proposals)))
+    with LocalExecutor(validation_jails(workers, many), TrialLimits(cpu_s=int(timeout) + 60),
+                       unsafe_no_jail=unsafe_no_jail,
                        warm=handlers.WARM if many >= WARM_SPACE_FROM else (handlers.WARM_UP,),
                        collapse_heap=many >= COLLAPSE_FROM) as box:
         items = iter(proposals)

@@ -97,7 +97,7 @@ def run_generate(study: StudySpec, lay: Layout, say: Say, workers: int, progress
     check_coverage(study, [s for _, s in sample])
     chosen = pairs(study, [s for _, s in sample])
     twins = [t for p in chosen for t in (p.depth_twin, p.params_twin)]
-    b = generate(iter(twins), reg, lay.baselines, limit=None, generator="baselines", workers=workers)
+    b = generate(twins, reg, lay.baselines, limit=None, generator="baselines", workers=workers)
     if b.invalid:
         raise StudyError(f"plain twin {b.invalid[0][0]} failed validation ({b.invalid[0][1]})")
     return sample, chosen
