@@ -270,7 +270,7 @@ def test_executor_streams_progress_epochs_and_failures(cluster, lemur, cifar_dir
         trial.state_dir = str(tmp_path)
         good = ex.submit(trial, lambda kind, d: events.append((kind, d)))
         raises = ex.submit(train_trial(model(learn="raise RuntimeError('boom in learn')"), prepared))
-        hangs = ex.submit(train_trial(model(learn="while True:\n    pass"), prepared, timeout=8))
+        hangs = ex.submit(train_trial(model(learn="while True:\n    pass"), prepared, timeout=5))
         res = good.result(timeout=300)
         assert res.status == "trained" and [e["epoch"] for e in res.epochs] == [1, 2], res
         kinds = [k for k, _ in events]

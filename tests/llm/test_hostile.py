@@ -93,7 +93,7 @@ def test_pipeline_rejects_or_contains_every_hostile_file(chat_server, tmp_path, 
     out = tmp_path / "out"
     opts = {"llm": str(chat_server.config(tmp_path)), "mode": "code", "max_calls": str(len(names))}
     proposals = reg.generators["llm"].propose(Space.default(reg), Request(options=opts, out_dir=out))
-    outcome = generate(proposals, reg, out, limit=None, generator="llm", workers=1, timeout=10)
+    outcome = generate(proposals, reg, out, limit=None, generator="llm", workers=1, timeout=5)
 
     recs = [r for r in read_jsonl(out / "manifest.jsonl")]
     assert len(recs) == len(names) == len(chat_server.requests)
