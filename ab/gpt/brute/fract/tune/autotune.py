@@ -60,9 +60,9 @@ def decide_variant(measured: dict[str, float], margin: float = MARGIN) -> dict:
 
 
 def _variant(name: str, reason: str) -> dict:
-    dtype, _, cl = name.partition("+")
+    dtype, cl = probe.split_variant(name)
     return {"variant": name, "amp": dtype != "fp32", "amp_dtype": probe.AMP_DTYPE_NAMES.get(dtype),
-            "channels_last": cl == "cl", "reason": reason}
+            "channels_last": cl, "reason": reason}
 
 
 def packing_name(workers: int, threads: int) -> str:

@@ -31,6 +31,7 @@ from .budget import ProbeBudget
 from .cache import TuneCache
 from .cost import TRAIN_FACTOR, drop_path_factor
 from .device import cuda_bf16, free_bytes, usable_cores
+from .probe import split_variant
 from .rules import decide
 from .synthetic import ShapeClass, decision_bucket, dominant_shape, shape_class_of_spec
 
@@ -80,7 +81,7 @@ class SweepPolicies:
             t = self._tuning(shape)
             amp, cl = (t.amp if self.amp == "auto" else bool(self.amp),
                        t.channels_last if self.channels_last == "auto" else bool(self.channels_last))
-            dtype = variant_of(t).split("+")[0] if amp and t.amp else None
+            dtype = split_variant(variant_of(t))[0] if amp and t.amp else None
         else:
             amp, cl, dtype = bool(self.amp), bool(self.channels_last), None
         if amp and dtype is None:

@@ -39,10 +39,16 @@ def variants(device) -> list[str]:
     return [d + cl for d in dtypes for cl in ("", "+cl")]
 
 
+def split_variant(name: str) -> tuple[str, bool]:
+    """(dtype name, channels_last) of a variant name such as bf16+cl (without torch)."""
+    dtype, _, cl = name.partition("+")
+    return dtype, cl == "cl"
+
+
 def parse_variant(name: str) -> tuple:
     """(torch dtype, channels_last) of a variant name such as bf16+cl."""
-    dtype, _, cl = name.partition("+")
-    return dtype_of(dtype), cl == "cl"
+    dtype, cl = split_variant(name)
+    return dtype_of(dtype), cl
 
 
 class _Stepper:
