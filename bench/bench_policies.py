@@ -101,7 +101,7 @@ def main() -> None:
     from ab.gpt.brute.fract.fractal_template import render
     from ab.gpt.brute.fract.space.registry import build_registry
     from ab.gpt.brute.fract.space.spec import ArchSpec
-    from ab.gpt.brute.fract.tune import autotune, compile as tcompile, memory, probe
+    from ab.gpt.brute.fract.tune import autotune, compile as tcompile, memory, probe, rules
     from ab.gpt.brute.fract.tune.cache import TuneCache
     from ab.gpt.brute.fract.tune.device import device_model
     from ab.gpt.brute.fract.tune.synthetic import ShapeClass, forward_flops
@@ -141,7 +141,7 @@ def main() -> None:
         path.write_text(render(spec, reg))
         with torch.device("meta"):
             meta = import_isolated(path).Net((1, 3, 32, 32), (10,), {"lr": 0.01, "momentum": 0.9}, torch.device("meta"))
-        amp = min(kw["channels"]) >= memory.CPU_AMP_MIN_CHANNELS
+        amp = min(kw["channels"]) >= rules.CPU_AMP_MIN_CHANNELS
         dtype = torch.bfloat16 if amp else torch.float32
         dec = memory.checkpointing_decision(meta, 16, "cpu", dtype=dtype)
         runs = {False: [], True: []}

@@ -10,7 +10,7 @@ import torch
 
 from ab.gpt.brute.fract.fractal_template import render
 from ab.gpt.brute.fract.space.spec import ArchSpec
-from ab.gpt.brute.fract.tune import memory
+from ab.gpt.brute.fract.tune import device, memory, rules
 from ab.gpt.brute.fract.trial.model_file import import_isolated
 
 CHILD = Path(__file__).with_name("peak_child.py")
@@ -92,14 +92,14 @@ def test_decision_follows_free_memory(registry, tmp_path):
     rec = tight.as_record()
     assert rec["checkpointing"] is True and rec["saved_tensors_mb"] == round(act / 2**20, 1)
     assert rec["step_peak_estimate_mb"] == round(memory.estimate_step(net, 16).activation_bytes / 2**20, 1)
-    assert memory.decide(100, 200, 0.5) == (False, memory.decide(100, 200, 0.5)[1])
-    assert memory.decide(101, 200, 0.5)[0] is True
+    assert rules.decide(100, 200, 0.5) == (False, rules.decide(100, 200, 0.5)[1])
+    assert rules.decide(101, 200, 0.5)[0] is True
     with pytest.raises(ValueError, match="share"):
         memory.checkpointing_decision(net, 16, "cpu", share=0)
 
 
 def test_free_bytes_reads_available_ram():
-    free = memory.free_bytes("cpu")
+    free = device.free_bytes("cpu")
     with open("/proc/meminfo") as f:
         total = next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemTotal:"))
     assert 0 < free <= total

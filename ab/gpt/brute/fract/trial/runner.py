@@ -29,7 +29,8 @@ from .data import TRANSFORMS
 from ..util.meter import PeakMemory
 from .protocol import write_frame
 from ..tune import memory
-from ..tune.rules import CPU_AMP_MIN_CHANNELS
+from ..tune.device import free_bytes
+from ..tune.rules import CPU_AMP_MIN_CHANNELS, decide
 from .model_file import import_isolated
 
 STATE_FORMAT = "fractal-trial-state/1"
@@ -93,8 +94,8 @@ def checkpointing_auto(model, batch: int, device: torch.device, budget: int | No
     share the GPU)."""
     dtype = model.amp_dtype() if getattr(model, "amp", False) and hasattr(model, "amp_dtype") else torch.float32
     saved = memory.saved_tensor_bytes(model, batch, dtype=dtype)
-    budget = int(budget) if budget else int(memory.free_bytes(device) * float(share))
-    return memory.decide(saved, budget)[0], saved, budget
+    budget = int(budget) if budget else int(free_bytes(device) * float(share))
+    return decide(saved, budget)[0], saved, budget
 
 
 def build(module, config: dict, device: torch.device, prm: dict):

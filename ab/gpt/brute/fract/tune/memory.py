@@ -26,7 +26,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .device import free_bytes
-from .rules import CPU_AMP_MIN_CHANNELS, CPU_MEMORY_GB, DEFAULT_SHARE, decide  # noqa: F401  (the tuner's rules)
+from .rules import DEFAULT_SHARE, decide
 
 
 class _LiveBytes(TorchDispatchMode):
